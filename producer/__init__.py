@@ -1,0 +1,17 @@
+"""Producers: validate purge requests and enqueue them for the workers."""
+
+from producer.api import Producer, Receipt, UnavailableError, enqueue
+from producer.bulk import enqueue_lines
+from zonepurge.environments import UnknownEnvironmentError
+from zonepurge.model import PurgeRequest, RequestError
+
+__all__ = [
+    "Producer",
+    "PurgeRequest",
+    "Receipt",
+    "RequestError",
+    "UnavailableError",
+    "UnknownEnvironmentError",
+    "enqueue",
+    "enqueue_lines",
+]

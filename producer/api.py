@@ -1,0 +1,176 @@
+"""Enqueueing purges from Python: validate, resolve the environment, add to the lane, nudge.
+
+    from producer import enqueue
+    receipt = enqueue("023e105f4ecef8ad9ca31a8372d0c353", environment="Staging",
+                      files=["https://www.example.com/news/"])
+    receipt.accepted, receipt.already_pending
+
+Errors, all raised before anything is stored:
+
+- ``RequestError``: the request is invalid; ``.problems`` names each bad item.
+- ``UnknownEnvironmentError``: Cloudflare lists no such environment for the zone.
+- ``UnavailableError``: Redis (or the broker) cannot be reached; nothing was enqueued.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import redis
+
+from zonepurge.items import Kind, Mode
+from zonepurge.lanes import EnvTarget, Lane
+from zonepurge.model import PurgeRequest
+from zonepurge.runtime import Runtime, redact_url
+
+
+class UnavailableError(ConnectionError):
+    """Redis or the broker cannot be reached. What the message says was stored, was stored."""
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    id: str
+    zone: str
+    environment: str
+    kind: str
+    mode: str
+    items: int
+    """Items in the request, after normalization (duplicates included)."""
+    accepted: int
+    """Items newly pending because of this request."""
+    already_pending: int
+    """Items already pending, repeated within the request, or covered by a pending hard
+    purge or purge-everything."""
+    created_at: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Producer:
+    """Enqueues purge requests. Safe to share between threads."""
+
+    def __init__(self, runtime: Runtime | None = None) -> None:
+        self.runtime = runtime or Runtime()
+
+    def enqueue(self, request: PurgeRequest | Mapping[str, Any]) -> Receipt:
+        """Validate and enqueue one request atomically: all of its items or none."""
+        if not isinstance(request, PurgeRequest):
+            request = PurgeRequest.parse(dict(request))
+        target = self._resolve(request.zone, request.environment)
+        lane = Lane(request.zone, target, request.kind, request.mode)
+        members = request.members
+        with self._redis_errors(stored=0):
+            result = self.runtime.store.enqueue(lane, members)
+            self.runtime.scheduler.nudge(lane, result.pending)
+            return self._receipt(lane, len(members), result.added)
+
+    def enqueue_chunks(self, zone: str, environment: str | None, kind: Kind, mode: Mode,
+                       chunks: Iterable[list[str]], on_chunk: Any = None) -> Receipt:
+        """Enqueue pre-validated members chunk by chunk (``producer.bulk`` validates first).
+
+        Each chunk is atomic; if Redis fails midway, UnavailableError says how many items
+        were stored before it did.
+        """
+        lane = Lane(zone, self._resolve(zone, environment), kind, mode)
+        items = accepted = 0
+        with self._redis_errors(stored=lambda: items):
+            for chunk in chunks:
+                result = self.runtime.store.enqueue(lane, chunk)
+                items += len(chunk)
+                accepted += result.added
+                self.runtime.scheduler.nudge(lane, result.pending)
+                if on_chunk is not None:
+                    on_chunk(items, accepted)
+            return self._receipt(lane, items, accepted)
+
+    def _resolve(self, zone: str, environment: str | None) -> EnvTarget:
+        with self._redis_errors(stored=0):
+            return self.runtime.directory.resolve_or_defer(zone, environment)
+
+    def _receipt(self, lane: Lane, items: int, accepted: int) -> Receipt:
+        receipt = Receipt(
+            id=uuid.uuid4().hex,
+            zone=lane.zone,
+            environment=str(lane.env),
+            kind=lane.kind.value,
+            mode=lane.mode.value,
+            items=items,
+            accepted=accepted,
+            already_pending=items - accepted,
+            created_at=time.time(),
+        )
+        self.runtime.store.save_receipt(receipt.id, receipt.to_dict(), self.runtime.settings.receipt_ttl_s)
+        return receipt
+
+    @contextmanager
+    def _redis_errors(self, stored: int | Callable[[], int]) -> Iterator[None]:
+        """Turns Redis and broker connection failures into UnavailableError."""
+        try:
+            yield
+        except Exception as exc:
+            if not _is_connection_failure(exc):
+                raise
+            count = stored() if callable(stored) else stored
+            where = redact_url(self.runtime.settings.redis_url)
+            raise UnavailableError(
+                f"cannot reach Redis at {where} ({type(exc).__name__}); "
+                f"{count} item(s) of this request were stored before the failure"
+            ) from None
+
+
+def _is_connection_failure(exc: BaseException) -> bool:
+    if isinstance(exc, (redis.ConnectionError, redis.TimeoutError, ConnectionError)):
+        return True
+    try:
+        from kombu.exceptions import OperationalError
+    except ImportError:  # pragma: no cover - kombu comes with celery
+        return False
+    return isinstance(exc, OperationalError)
+
+
+_default: Producer | None = None
+
+
+def default_producer() -> Producer:
+    global _default
+    if _default is None:
+        _default = Producer()
+    return _default
+
+
+def enqueue(
+    zone: str,
+    *,
+    environment: str | None = None,
+    files: Iterable[str | Mapping[str, Any]] | None = None,
+    tags: Iterable[str] | None = None,
+    hosts: Iterable[str] | None = None,
+    prefixes: Iterable[str] | None = None,
+    everything: bool = False,
+    invalidate: bool = False,
+    producer: Producer | None = None,
+) -> Receipt:
+    """Enqueue one purge request; see the module docstring for the errors it raises."""
+    data: dict[str, Any] = {"zone": zone, "environment": environment,
+                            "purge_everything": everything, "invalidate": invalidate}
+    for name, values in (("files", files), ("tags", tags), ("hosts", hosts), ("prefixes", prefixes)):
+        if values is not None:
+            data[name] = values if isinstance(values, (list, str, dict)) else list(_bounded(values))
+    return (producer or default_producer()).enqueue(data)
+
+
+def _bounded(values: Iterable[Any]) -> Iterator[Any]:
+    # Stop one past the limit so that validation reports it without draining a huge iterator.
+    from zonepurge.model import MAX_ITEMS_PER_REQUEST
+
+    for i, value in enumerate(values):
+        if i > MAX_ITEMS_PER_REQUEST:
+            return
+        yield value

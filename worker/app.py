@@ -1,0 +1,40 @@
+"""The Celery application: broker, queue and the reliability options every task relies on.
+
+No result backend: a flush's outcome is recorded in Redis by the flush itself (purged, pending
+again, or dead-lettered), never in a Celery result.
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from zonepurge.settings import get_settings
+
+FLUSH_TASK = "zonepurge.flush"
+
+
+def make_app() -> Celery:
+    settings = get_settings()
+    app = Celery("zonepurge", broker=settings.broker_url, include=["worker.tasks"])
+    app.conf.update(
+        task_default_queue=settings.queue,
+        task_ignore_result=True,
+        # A task is acknowledged after it ran, and given back if its worker process dies, so a
+        # flush interrupted by a crash runs again. Items are safe either way: they sit in a
+        # lease that expires back to pending (zonepurge.store).
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        # Flush countdowns are short (the debounce, a backoff capped at retry_max_s); this stays
+        # well above them so the Redis transport never redelivers a task still waiting for its
+        # ETA (celery/kombu #337).
+        broker_transport_options={"visibility_timeout": 3600},
+        broker_connection_retry_on_startup=True,
+        worker_hijack_root_logger=False,
+        task_serializer="json",
+        accept_content=["json"],
+    )
+    return app
+
+
+app = make_app()

@@ -1,0 +1,3 @@
+from zonepurge.cli import main
+
+main()

@@ -1,0 +1,295 @@
+"""The ``zonepurge`` command.
+
+Exit status: 0 done; 1 refused (bad input, unknown environment); 2 usage error (click's);
+3 Redis or the broker unreachable (the message says how much was stored).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+from typing import Any
+
+import click
+
+from zonepurge.items import Kind, Mode
+
+EXIT_REFUSED = 1
+EXIT_UNAVAILABLE = 3
+
+_HELP_SETTINGS = dict(help_option_names=["-h", "--help"], max_content_width=100)
+
+
+@click.group(context_settings=_HELP_SETTINGS)
+@click.version_option(package_name="zonepurge")
+def main() -> None:
+    """A purge queue for Cloudflare zones and their environments.
+
+    Producers enqueue purges (this CLI, the Python API); Celery workers batch and deduplicate them
+    per zone, environment and kind and call Cloudflare's purge endpoints within the account's
+    limits. Configuration comes from the environment: see the README's table.
+    """
+
+
+# -- enqueue ---------------------------------------------------------------------------------
+
+
+@main.command(context_settings=_HELP_SETTINGS)
+@click.option("--zone", "-z", required=True, envvar="ZONEPURGE_ZONE", metavar="ZONE_ID",
+              help="Cloudflare zone id (32 hex characters). Env: ZONEPURGE_ZONE.")
+@click.option("--env", "-e", "environment", metavar="NAME|REF",
+              help="Environment by name (any case) or ref; production when omitted.")
+@click.option("--url", "urls", multiple=True, metavar="URL", help="A URL to purge (repeatable).")
+@click.option("--tag", "tags", multiple=True, metavar="TAG", help="A cache tag (repeatable).")
+@click.option("--host", "hosts", multiple=True, metavar="HOST", help="A hostname (repeatable).")
+@click.option("--prefix", "prefixes", multiple=True, metavar="HOST/PATH", help="A prefix (repeatable).")
+@click.option("--everything", is_flag=True, help="Purge everything in the environment "
+              "(in production: in every environment of the zone).")
+@click.option("--from-file", "from_file", type=click.File("r", encoding="utf-8", lazy=False),
+              metavar="PATH", help="Read items from a file, one per line ('-' for stdin).")
+@click.option("--kind", type=click.Choice([k.value for k in Kind if k is not Kind.EVERYTHING]),
+              default=None, help="What the lines of --from-file are [default: files].")
+@click.option("--invalidate", is_flag=True,
+              help="Soft purge: mark stale and revalidate instead of evicting (invalidate_cache).")
+@click.option("--json", "as_json", is_flag=True, help="Print the receipt as JSON.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress or summary on stderr.")
+def enqueue(zone: str, environment: str | None, urls: tuple[str, ...], tags: tuple[str, ...],
+            hosts: tuple[str, ...], prefixes: tuple[str, ...], everything: bool,
+            from_file: Any, kind: str | None, invalidate: bool, as_json: bool, quiet: bool) -> None:
+    """Enqueue a purge.
+
+    \b
+    Examples:
+      zonepurge enqueue -z $ZONE --url https://www.example.com/news/
+      zonepurge enqueue -z $ZONE --env Staging --tag blog --tag home
+      zonepurge enqueue -z $ZONE --env Development --everything
+      zonepurge enqueue -z $ZONE --from-file urls.txt
+      find-changed-pages | zonepurge enqueue -z $ZONE --from-file -
+
+    A request is accepted whole or refused whole: with any bad item nothing is enqueued and each
+    bad item (or line) is named. A file is validated in full before its first item is enqueued.
+    """
+    from producer import Producer, RequestError, UnavailableError, UnknownEnvironmentError
+    from producer.bulk import Progress, enqueue_lines
+
+    given = {"--url": urls, "--tag": tags, "--host": hosts, "--prefix": prefixes}
+    named = [flag for flag, values in given.items() if values]
+    if everything:
+        named.append("--everything")
+    if from_file is not None:
+        named.append("--from-file")
+    if len(named) != 1:
+        raise click.UsageError(
+            "give one of --url, --tag, --host, --prefix (each repeatable), --everything or "
+            f"--from-file{' (got ' + ', '.join(named) + ')' if named else ''}"
+        )
+    if kind is not None and from_file is None:
+        raise click.UsageError("--kind goes with --from-file")
+
+    producer = Producer()
+    mode = Mode.INVALIDATE if invalidate else Mode.PURGE
+    progress_line = _ProgressLine(enabled=not quiet and sys.stderr.isatty())
+    try:
+        if from_file is not None:
+            def show(p: Progress) -> None:
+                if p.total:
+                    progress_line.show(f"enqueueing {p.lines:,}/{p.total:,} ({100 * p.lines // p.total}%)")
+                else:
+                    progress_line.show(f"validating {p.lines:,} lines")
+
+            receipt = enqueue_lines(producer, zone, environment, Kind(kind or "files"), mode,
+                                    from_file, progress=show)
+        else:
+            data: dict[str, Any] = {"zone": zone, "environment": environment,
+                                    "invalidate": invalidate, "purge_everything": everything}
+            for flag, field in (("--url", "files"), ("--tag", "tags"), ("--host", "hosts"),
+                                ("--prefix", "prefixes")):
+                if given[flag]:
+                    data[field] = list(given[flag])
+            receipt = producer.enqueue(data)
+    except RequestError as exc:
+        progress_line.clear()
+        _fail(str(exc), EXIT_REFUSED, as_json, problems=exc.problems)
+    except UnknownEnvironmentError as exc:
+        progress_line.clear()
+        _fail(f"refused, nothing was enqueued: {exc}", EXIT_REFUSED, as_json)
+    except UnavailableError as exc:
+        progress_line.clear()
+        _fail(str(exc), EXIT_UNAVAILABLE, as_json)
+    progress_line.clear()
+    if as_json:
+        click.echo(json.dumps(receipt.to_dict()))
+    else:
+        click.echo(
+            f"accepted {receipt.accepted:,} new item(s), {receipt.already_pending:,} already pending "
+            f"({receipt.kind}, {receipt.mode}, zone {receipt.zone}, environment {receipt.environment}); "
+            f"receipt {receipt.id}"
+        )
+
+
+class _ProgressLine:
+    """A progress line on a terminal, rewritten in place at most ten times a second."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self._last = 0.0
+        self._shown = False
+
+    def show(self, text: str) -> None:
+        now = time.monotonic()
+        if self.enabled and now - self._last >= 0.1:
+            sys.stderr.write(f"\r\033[K{text}")
+            sys.stderr.flush()
+            self._last = now
+            self._shown = True
+
+    def clear(self) -> None:
+        if self._shown:
+            sys.stderr.write("\r\033[K")
+            sys.stderr.flush()
+            self._shown = False
+
+
+def _fail(message: str, code: int, as_json: bool, problems: list[str] | None = None) -> None:
+    if as_json:
+        click.echo(json.dumps({"error": message, "problems": problems or [message]}))
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+# -- status ----------------------------------------------------------------------------------
+
+
+@main.command(context_settings=_HELP_SETTINGS)
+@click.option("--json", "as_json", is_flag=True, help="Print an object for scripts.")
+def status(as_json: bool) -> None:
+    """Show what is pending, in flight and dead-lettered, per zone, environment and kind.
+
+    --json prints {"pending", "in_flight", "dead_letters", "lanes": [...]}; each lane has zone,
+    environment, kind, mode, pending, in_flight and oldest_pending_age_s.
+    """
+    import redis
+
+    from zonepurge.runtime import Runtime, redact_url
+    from zonepurge.status import collect, render_table
+
+    runtime = Runtime()
+    try:
+        report = collect(runtime.store)
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        _fail(f"cannot reach Redis at {redact_url(runtime.settings.redis_url)} ({type(exc).__name__})",
+              EXIT_UNAVAILABLE, as_json)
+    click.echo(json.dumps(report) if as_json else render_table(report))
+
+
+# -- worker ----------------------------------------------------------------------------------
+
+
+@main.command(context_settings=_HELP_SETTINGS)
+@click.option("--concurrency", "-c", type=click.IntRange(1, 512), default=8, show_default=True,
+              help="Flushes run at once by this worker.")
+@click.option("--pool", "-P", type=click.Choice(["threads", "prefork", "solo"]), default="threads",
+              show_default=True, help="Celery pool. Flushes wait on the network, so threads suit.")
+@click.option("--loglevel", "-l", default="INFO", show_default=True)
+def worker(concurrency: int, pool: str, loglevel: str) -> None:
+    """Run a Celery worker that flushes purges to Cloudflare.
+
+    Same as `celery -A worker worker -Q <queue> -P threads -c 8`. Run as many as you like, on as
+    many hosts as you like, against one Redis.
+    """
+    from worker import app
+    from zonepurge.settings import get_settings
+
+    queue = get_settings().queue
+    app.worker_main(["worker", "-Q", queue, "-P", pool, "-c", str(concurrency), "-l", loglevel,
+                     "--without-gossip", "--without-mingle"])
+
+
+# -- sandbox ---------------------------------------------------------------------------------
+
+
+@main.command(context_settings=_HELP_SETTINGS)
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=click.IntRange(0, 65535), default=8787, show_default=True,
+              help="0 picks a free port.")
+@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False),
+              help="A JSON file of sandbox settings (tokens, plan, zones, faults).")
+@click.option("--plan", type=click.Choice(["free", "pro", "business", "enterprise"]),
+              help="Enforce this plan's limits (default: the config's, else enterprise).")
+def sandbox(host: str, port: int, config_path: str | None, plan: str | None) -> None:
+    """Run the Cloudflare API emulator, to try zonepurge without touching Cloudflare.
+
+    Point zonepurge at it with CLOUDFLARE_BASE_URL=http://HOST:PORT/client/v4 and
+    CLOUDFLARE_API_TOKEN=sandbox-token. GET /__sandbox/purges lists what it purged.
+    """
+    from zonepurge.sandbox.__main__ import main as sandbox_main
+
+    args = ["--host", host, "--port", str(port)]
+    if config_path:
+        args += ["--config", config_path]
+    if plan:
+        args += ["--plan", plan]
+    sandbox_main(args)
+
+
+# -- up ----------------------------------------------------------------------------------------
+
+
+@main.command(context_settings=_HELP_SETTINGS)
+@click.option("--concurrency", "-c", type=click.IntRange(1, 512), default=8, show_default=True)
+def up(concurrency: int) -> None:
+    """Run the whole system on this machine until Ctrl-C.
+
+    Starts redis-server on a free port unless REDIS_URL is set, the sandbox unless
+    CLOUDFLARE_API_TOKEN is set, and a worker; then prints the environment to use from
+    another terminal.
+    """
+    from zonepurge.services import SANDBOX_TOKEN, RedisServer, start_sandbox, start_worker
+
+    env: dict[str, str] = {}
+    started: list[Any] = []
+
+    def shutdown(*_: object) -> None:
+        for part in reversed(started):
+            part.stop()
+        for part in started:
+            if hasattr(part, "cleanup"):
+                part.cleanup()
+        sys.exit(0)
+
+    signal.signal(signal.SIGTERM, shutdown)
+    try:
+        if not os.environ.get("REDIS_URL"):
+            redis_server = RedisServer(appendonly=True).start()
+            started.append(redis_server)
+            env["REDIS_URL"] = redis_server.url
+            click.echo(f"redis-server on {redis_server.url} (AOF in {redis_server.dir})")
+        if not os.environ.get("CLOUDFLARE_API_TOKEN"):
+            sandbox_process, base_url = start_sandbox(echo=None)
+            started.append(sandbox_process)
+            env["CLOUDFLARE_BASE_URL"] = base_url
+            env["CLOUDFLARE_API_TOKEN"] = SANDBOX_TOKEN
+            click.echo(f"no CLOUDFLARE_API_TOKEN: purging against the sandbox at {base_url}")
+        worker_process = start_worker(env, concurrency=concurrency, echo=sys.stdout)
+        started.append(worker_process)
+        exports = " ".join(f"{k}={v}" for k, v in env.items() if k != "CLOUDFLARE_API_TOKEN")
+        if "CLOUDFLARE_API_TOKEN" in env:
+            exports += f" CLOUDFLARE_API_TOKEN={SANDBOX_TOKEN}"
+        click.echo("\nzonepurge is running. From another terminal:\n"
+                   f"  export {exports}\n"
+                   "  zonepurge enqueue --zone 023e105f4ecef8ad9ca31a8372d0c353 --url https://www.example.com/\n"
+                   "  zonepurge status\n"
+                   "Ctrl-C stops everything.\n")
+        worker_process.process.wait()
+        click.echo(f"the worker exited with status {worker_process.process.returncode}", err=True)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for part in reversed(started):
+            part.stop()
+        for part in started:
+            if hasattr(part, "cleanup"):
+                part.cleanup()

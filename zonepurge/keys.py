@@ -1,0 +1,48 @@
+"""The Redis key layout, all of it. Nothing else in zonepurge spells a key.
+
+    zp:lanes                    set     ids of lanes that may hold pending items
+    zp:pending:{lane}           zset    member -> first-enqueued time (ms since epoch)
+    zp:flush-queued:{lane}      string  set while a flush task for the lane is queued (debounce)
+    zp:leases                   zset    lease id -> deadline (ms); batches taken by a worker
+    zp:lease:{lease id}         hash    lane, taken_at, members (JSON [[member, score], ...])
+    zp:failures:{lane}          string  consecutive failed sends of the lane (backoff), with a TTL
+    zp:dead                     list    dead-letter records (JSON), newest last
+    zp:envs:{zone}              string  the zone's environments (JSON), with a TTL
+    zp:receipt:{id}             hash    what one enqueue call accepted, with a TTL
+
+A lane id is defined in ``zonepurge.lanes``.
+"""
+
+from __future__ import annotations
+
+PREFIX = "zp:"
+
+LANES = PREFIX + "lanes"
+LEASES = PREFIX + "leases"
+DEAD_LETTERS = PREFIX + "dead"
+PENDING_PREFIX = PREFIX + "pending:"
+LEASE_PREFIX = PREFIX + "lease:"
+
+
+def pending(lane_id: str) -> str:
+    return PENDING_PREFIX + lane_id
+
+
+def flush_queued(lane_id: str) -> str:
+    return PREFIX + "flush-queued:" + lane_id
+
+
+def failures(lane_id: str) -> str:
+    return PREFIX + "failures:" + lane_id
+
+
+def lease(lease_id: str) -> str:
+    return LEASE_PREFIX + lease_id
+
+
+def environments(zone: str) -> str:
+    return PREFIX + "envs:" + zone
+
+
+def receipt(receipt_id: str) -> str:
+    return PREFIX + "receipt:" + receipt_id

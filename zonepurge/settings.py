@@ -1,0 +1,101 @@
+"""Every setting zonepurge reads, in one class, from the environment.
+
+The README's configuration table mirrors this file. Four variables keep the names other tools
+use (``REDIS_URL``, ``CELERY_BROKER_URL``, ``CLOUDFLARE_API_TOKEN``, ``CLOUDFLARE_BASE_URL``);
+every other one carries the ``ZONEPURGE_`` prefix.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from zonepurge.plans import PLAN_LIMITS, Plan, PlanLimits
+
+
+def _env(name: str) -> AliasChoices:
+    return AliasChoices(name, name.lower())
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="ZONEPURGE_",
+        populate_by_name=True,
+        extra="ignore",
+    )
+
+    redis_url: str = Field("redis://localhost:6379/0", validation_alias=_env("REDIS_URL"))
+    celery_broker_url: str | None = Field(None, validation_alias=_env("CELERY_BROKER_URL"))
+    # SecretStr keeps the token out of repr(), str() and validation errors.
+    cloudflare_api_token: SecretStr | None = Field(
+        None, validation_alias=_env("CLOUDFLARE_API_TOKEN")
+    )
+    cloudflare_base_url: str = Field(
+        "https://api.cloudflare.com/client/v4", validation_alias=_env("CLOUDFLARE_BASE_URL")
+    )
+    plan: Plan = Plan.ENTERPRISE
+
+    # Per-plan overrides; None takes the plan's figure from zonepurge.plans.
+    url_items_per_request: int | None = Field(None, ge=1)
+    flex_items_per_request: int | None = Field(None, ge=1)
+    url_rate_per_s: float | None = Field(None, gt=0)
+    url_burst: int | None = Field(None, ge=1)
+    flex_rate_per_s: float | None = Field(None, gt=0)
+    flex_burst: int | None = Field(None, ge=1)
+
+    # How long a lone item waits for company before it is sent in a partial batch. Long enough
+    # for a CMS's burst of publish hooks to share a request, short enough to feel immediate.
+    debounce_s: float = Field(0.25, ge=0, le=60)
+    # The name that means "production" when a zone's environments are listed; per-zone
+    # overrides as a JSON object {"<zone id>": "<name>"}.
+    production_environment: str = "Production"
+    production_environment_by_zone: dict[str, str] = Field(default_factory=dict)
+    environments_ttl_s: float = Field(300, gt=0)
+
+    http_timeout_s: float = Field(30, gt=0)
+    # A batch handed to a worker and not settled within this many seconds goes back to pending.
+    lease_s: float = Field(120, gt=0)
+    # How often each worker looks for lanes nobody is flushing and for expired leases.
+    sweep_interval_s: float = Field(5, gt=0)
+    # Transient failures (5xx, timeouts, dropped connections): back off and try again.
+    retry_base_s: float = Field(1, gt=0)
+    retry_max_s: float = Field(60, gt=0)
+
+    # Producer side: items per Redis round trip when streaming a file.
+    enqueue_chunk: int = Field(5000, ge=1, le=100_000)
+    receipt_ttl_s: int = Field(7 * 24 * 3600, gt=0)
+
+    queue: str = "zonepurge"
+
+    @field_validator("plan", mode="before")
+    @classmethod
+    def _plan_lower(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
+
+    @property
+    def broker_url(self) -> str:
+        return self.celery_broker_url or self.redis_url
+
+    @property
+    def limits(self) -> PlanLimits:
+        """The plan's limits with any overrides applied."""
+        base = PLAN_LIMITS[self.plan]
+        return PlanLimits(
+            flex_rate_per_s=self.flex_rate_per_s or base.flex_rate_per_s,
+            flex_burst=self.flex_burst or base.flex_burst,
+            flex_items_per_request=self.flex_items_per_request or base.flex_items_per_request,
+            url_rate_per_s=self.url_rate_per_s or base.url_rate_per_s,
+            url_burst=self.url_burst or base.url_burst,
+            url_items_per_request=self.url_items_per_request or base.url_items_per_request,
+        )
+
+    def production_name(self, zone: str) -> str:
+        return self.production_environment_by_zone.get(zone, self.production_environment)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings, read once from the environment."""
+    return Settings()

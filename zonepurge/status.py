@@ -1,0 +1,69 @@
+"""What `zonepurge status` reports: totals and a line per lane, from one Redis snapshot."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from zonepurge.lanes import Lane
+from zonepurge.store import Store
+
+
+def collect(store: Store, now_s: float | None = None) -> dict[str, Any]:
+    """The status object: integer totals ``pending``, ``in_flight``, ``dead_letters`` and a
+    ``lanes`` list (zone, environment, kind, mode, pending, in_flight, oldest_pending_age_s)."""
+    snap = store.snapshot()
+    now = time.time() if now_s is None else now_s
+    rows: dict[str, dict[str, Any]] = {}
+
+    def row(lane: Lane) -> dict[str, Any]:
+        return rows.setdefault(lane.id, {
+            "zone": lane.zone, "environment": str(lane.env), "kind": lane.kind.value,
+            "mode": lane.mode.value, "pending": 0, "in_flight": 0, "oldest_pending_age_s": None,
+        })
+
+    for stats in snap.lanes:
+        if stats.pending == 0:
+            continue
+        r = row(stats.lane)
+        r["pending"] = stats.pending
+        if stats.oldest_ms is not None:
+            r["oldest_pending_age_s"] = round(max(0.0, now - stats.oldest_ms / 1000), 3)
+    for lane_id, count in snap.in_flight_by_lane.items():
+        row(Lane.parse(lane_id))["in_flight"] += count
+    lanes = sorted(rows.values(), key=lambda r: (r["zone"], r["environment"], r["kind"], r["mode"]))
+    return {
+        "pending": sum(r["pending"] for r in lanes),
+        "in_flight": sum(r["in_flight"] for r in lanes),
+        "dead_letters": snap.dead_letters,
+        "lanes": lanes,
+    }
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 120:
+        return f"{seconds:.1f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m"
+    return f"{seconds / 3600:.1f}h"
+
+
+def render_table(report: dict[str, Any]) -> str:
+    head = (f"pending {report['pending']:,}   in flight {report['in_flight']:,}   "
+            f"dead letters {report['dead_letters']:,}")
+    if not report["lanes"]:
+        return head + "\nnothing pending or in flight"
+    columns = ["ZONE", "ENVIRONMENT", "KIND", "MODE", "PENDING", "IN FLIGHT", "OLDEST"]
+    table = [columns] + [
+        [r["zone"], r["environment"], r["kind"], r["mode"], f"{r['pending']:,}",
+         f"{r['in_flight']:,}", _age(r["oldest_pending_age_s"])]
+        for r in report["lanes"]
+    ]
+    widths = [max(len(line[i]) for line in table) for i in range(len(columns))]
+    numeric = {4, 5, 6}
+    lines = ["  ".join(cell.rjust(w) if i in numeric else cell.ljust(w)
+                       for i, (cell, w) in enumerate(zip(line, widths, strict=True))).rstrip()
+             for line in table]
+    return head + "\n\n" + "\n".join(lines)
