@@ -1,0 +1,152 @@
+"""Fixtures: a real redis-server, the real sandbox over HTTP, a real Celery worker.
+
+Each is started once per session on free ports (``zonepurge.services``, the same code
+``zonepurge up`` uses) and reset between tests. Set ZONEPURGE_TEST_REDIS_URL to use a Redis of
+your own instead (its databases 14 and 15 are flushed).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+import redis
+
+from zonepurge.runtime import Runtime
+from zonepurge.services import SANDBOX_TOKEN, ChildProcess, RedisServer, start_sandbox, start_worker
+from zonepurge.settings import Settings
+
+ZONE = "023e105f4ecef8ad9ca31a8372d0c353"
+OTHER_ZONE = "0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b"
+
+
+@pytest.fixture(scope="session")
+def redis_base() -> Iterator[str]:
+    """``redis://host:port`` of a Redis for the whole session."""
+    given = os.environ.get("ZONEPURGE_TEST_REDIS_URL")
+    if given:
+        yield re.sub(r"/\d*$", "", given)  # databases are chosen below
+        return
+    server = RedisServer().start()
+    try:
+        yield f"redis://127.0.0.1:{server.port}"
+    finally:
+        server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def redis_urls(redis_base: str) -> dict[str, str]:
+    # State and broker in separate databases, so that flushing state between tests leaves the
+    # broker's queue bindings alone.
+    return {"REDIS_URL": f"{redis_base}/15", "CELERY_BROKER_URL": f"{redis_base}/14"}
+
+
+@pytest.fixture
+def redis_client(redis_urls: dict[str, str]) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_urls["REDIS_URL"])
+    client.flushdb()
+    redis.Redis.from_url(redis_urls["CELERY_BROKER_URL"]).flushdb()
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def sandbox_process() -> Iterator[tuple[ChildProcess, str]]:
+    child, base_url = start_sandbox()
+    try:
+        yield child, base_url
+    finally:
+        child.stop()
+
+
+class Sandbox:
+    """The running sandbox, seen from a test: its base URL and its admin endpoints."""
+
+    def __init__(self, base_url: str) -> None:
+        self.base_url = base_url
+        root = base_url.removesuffix("/client/v4")
+        self.admin = httpx.Client(base_url=f"{root}/__sandbox", timeout=10)
+        self.api = httpx.Client(base_url=base_url, timeout=10,
+                                headers={"Authorization": f"Bearer {SANDBOX_TOKEN}"})
+
+    def reset(self, **body: Any) -> None:
+        self.admin.post("/reset", json=body or None).raise_for_status()
+
+    def faults(self, **faults: Any) -> None:
+        self.admin.post("/faults", json=faults).raise_for_status()
+
+    def purges(self) -> list[dict[str, Any]]:
+        return self.admin.get("/purges").raise_for_status().json()
+
+    def calls(self) -> list[dict[str, Any]]:
+        return self.admin.get("/calls").raise_for_status().json()
+
+    def environments(self, zone: str) -> dict[str, str]:
+        """name -> ref of a zone's environments."""
+        body = self.api.get(f"/zones/{zone}/environments").raise_for_status().json()
+        return {e["name"]: e["ref"] for e in body["result"]["environments"]}
+
+    def put_zone(self, zone: str, **config: Any) -> None:
+        self.admin.put(f"/zones/{zone}", json=config).raise_for_status()
+
+
+@pytest.fixture
+def sandbox(sandbox_process: tuple[ChildProcess, str]) -> Iterator[Sandbox]:
+    box = Sandbox(sandbox_process[1])
+    box.reset()
+    yield box
+    box.admin.close()
+    box.api.close()
+
+
+@pytest.fixture
+def service_env(redis_urls: dict[str, str], sandbox: Sandbox, redis_client: redis.Redis) -> dict[str, str]:
+    """The environment a producer or worker process of the test runs with."""
+    return {
+        **redis_urls,
+        "CLOUDFLARE_BASE_URL": sandbox.base_url,
+        "CLOUDFLARE_API_TOKEN": SANDBOX_TOKEN,
+        "ZONEPURGE_DEBOUNCE_S": "0.1",
+        "ZONEPURGE_SWEEP_INTERVAL_S": "1",
+    }
+
+
+@pytest.fixture
+def settings(service_env: dict[str, str]) -> Settings:
+    return Settings(**{k.lower(): v for k, v in service_env.items()})
+
+
+class RecordingSender:
+    """Stands in for Celery when a test drives flushes itself: records what would be queued."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, float]] = []
+
+    def __call__(self, lane_id: str, delay_s: float) -> None:
+        self.sent.append((lane_id, delay_s))
+
+
+@pytest.fixture
+def sender() -> RecordingSender:
+    return RecordingSender()
+
+
+@pytest.fixture
+def runtime(settings: Settings, redis_client: redis.Redis, sender: RecordingSender) -> Iterator[Runtime]:
+    rt = Runtime(settings, redis_client=redis_client, send=sender)
+    yield rt
+    rt.close()
+
+
+@pytest.fixture
+def worker(service_env: dict[str, str]) -> Iterator[ChildProcess]:
+    """A real Celery worker process (threads pool) against the test's Redis and sandbox."""
+    child = start_worker(service_env, concurrency=4)
+    try:
+        yield child
+    finally:
+        child.stop()

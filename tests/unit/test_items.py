@@ -1,0 +1,117 @@
+import json
+
+import pytest
+
+from zonepurge.items import (
+    ItemError,
+    Kind,
+    body_for,
+    file_member,
+    member_for_line,
+    normalize_hostname_item,
+    normalize_prefix,
+    normalize_tag,
+    normalize_url,
+)
+
+
+@pytest.mark.parametrize(
+    "spelling",
+    [
+        "https://www.example.com/a/B?x=1&y=2",
+        "HTTPS://WWW.EXAMPLE.COM/a/B?x=1&y=2",
+        "https://www.example.com:443/a/B?x=1&y=2",
+        "https://www.example.com/a/B?x=1&y=2#section",
+        "  https://Www.Example.com:443/a/B?x=1&y=2#  ",
+    ],
+)
+def test_spellings_of_one_url_share_one_member(spelling):
+    assert normalize_url(spelling) == "https://www.example.com/a/B?x=1&y=2"
+
+
+def test_path_and_query_stay_case_sensitive_and_verbatim():
+    assert normalize_url("https://a.com/Path%2Fx?Q=A") == "https://a.com/Path%2Fx?Q=A"
+    assert normalize_url("https://a.com/a") != normalize_url("https://a.com/A")
+
+
+def test_default_ports_dropped_only_for_their_scheme():
+    assert normalize_url("http://a.com:80/") == "http://a.com/"
+    assert normalize_url("http://a.com:443/") == "http://a.com:443/"
+    assert normalize_url("https://a.com:8443/x") == "https://a.com:8443/x"
+
+
+def test_empty_path_is_root_and_idn_hosts_are_ascii():
+    assert normalize_url("https://a.com") == "https://a.com/"
+    assert normalize_url("https://bücher.example/x") == "https://xn--bcher-kva.example/x"
+
+
+@pytest.mark.parametrize(
+    "bad, words",
+    [
+        ("ftp://a.com/x", "http:// or https://"),
+        ("www.example.com/x", "http:// or https://"),
+        ("https://a.com/*.css", "wildcard"),
+        ("https://a b.com/", "whitespace"),
+        ("https://user:pw@a.com/", "user information"),
+        ("https://a.com:99999/", "malformed"),
+        ("https:///path", "empty host"),
+        ("https://-bad-.com/", "not a valid hostname"),
+        ("", "empty URL"),
+        ("https://a.com/" + "x" * 5000, "longer than"),
+    ],
+)
+def test_bad_urls_say_what_is_wrong(bad, words):
+    with pytest.raises(ItemError, match=words.replace("*", r"\*").replace("/", "/")):
+        normalize_url(bad)
+
+
+def test_headers_join_the_key_with_one_spelling():
+    one = file_member("https://a.com/x", {"cf-ipcountry": "US", "CF-DEVICE-TYPE": "mobile"})
+    two = file_member("HTTPS://A.com/x#f", {"CF-Device-Type": "mobile", "CF-IPCountry": "US"})
+    assert one == two
+    assert json.loads(one) == {"url": "https://a.com/x",
+                               "headers": {"CF-Device-Type": "mobile", "CF-IPCountry": "US"}}
+    assert file_member("https://a.com/x", {}) == "https://a.com/x"
+    assert file_member("https://a.com/x", {"CF-IPCountry": "DE"}) != one
+
+
+def test_headers_given_twice_in_two_cases_are_refused():
+    with pytest.raises(ItemError, match="given twice"):
+        file_member("https://a.com/", {"Origin": "https://a.com", "origin": "https://b.com"})
+
+
+def test_tags_hosts_prefixes():
+    assert normalize_tag("Blog-Post") == normalize_tag("blog-post") == "blog-post"
+    with pytest.raises(ItemError, match="whitespace"):
+        normalize_tag("two words")
+    with pytest.raises(ItemError, match="1024"):
+        normalize_tag("t" * 1025)
+    assert normalize_tag("t" * 1024)
+    assert normalize_hostname_item("WWW.Example.COM") == "www.example.com"
+    with pytest.raises(ItemError, match="bare hostname"):
+        normalize_hostname_item("https://www.example.com")
+    assert normalize_prefix("WWW.Example.com/Foo/bar") == "www.example.com/Foo/bar"
+    with pytest.raises(ItemError, match="scheme"):
+        normalize_prefix("https://www.example.com/foo")
+    with pytest.raises(ItemError, match="query or fragment"):
+        normalize_prefix("www.example.com/foo?x=1")
+    assert normalize_prefix("a.com" + "/x" * 31)
+    with pytest.raises(ItemError, match="31"):
+        normalize_prefix("a.com" + "/x" * 32)
+
+
+def test_member_for_line_dispatches_by_kind():
+    assert member_for_line(Kind.TAGS, "ABC") == "abc"
+    assert member_for_line(Kind.FILES, "https://A.com") == "https://a.com/"
+    with pytest.raises(ItemError):
+        member_for_line(Kind.EVERYTHING, "x")
+
+
+def test_bodies_use_one_form_per_request():
+    assert body_for(Kind.EVERYTHING, ["*"]) == {"purge_everything": True}
+    assert body_for(Kind.TAGS, ["a", "b"]) == {"tags": ["a", "b"]}
+    with_headers = file_member("https://a.com/x", {"CF-IPCountry": "US"})
+    assert body_for(Kind.FILES, ["https://a.com/y", with_headers]) == {
+        "files": [{"url": "https://a.com/y"},
+                  {"url": "https://a.com/x", "headers": {"CF-IPCountry": "US"}}]
+    }
