@@ -117,7 +117,8 @@ def service_env(redis_urls: dict[str, str], sandbox: Sandbox, redis_client: redi
 
 @pytest.fixture
 def settings(service_env: dict[str, str]) -> Settings:
-    return Settings(**{k.lower(): v for k, v in service_env.items()})
+    # Field names from variable names: REDIS_URL -> redis_url, ZONEPURGE_DEBOUNCE_S -> debounce_s.
+    return Settings(**{k.lower().removeprefix("zonepurge_"): v for k, v in service_env.items()})
 
 
 class RecordingSender:

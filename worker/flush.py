@@ -59,7 +59,8 @@ class Flusher:
         lane = Lane.parse(lane_id)
         rt.store.clear_flush_queued(lane)
         cap = settings.limits.items_per_request(lane.kind)
-        take = rt.store.take(lane, cap, settings.debounce_s, settings.lease_s)
+        take = rt.store.take(lane, cap, settings.debounce_s, settings.lease_s,
+                            at_ms=int(self.clock() * 1000))
         if take.status == "empty":
             return Outcome.EMPTY
         if take.status == "wait":

@@ -1,0 +1,108 @@
+"""The zonepurge command as a user runs it, against a real Redis and the sandbox."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ZONE
+from zonepurge.services import free_port
+
+pytestmark = pytest.mark.integration
+
+
+def cli(args, env, stdin=None):
+    return subprocess.run([sys.executable, "-m", "zonepurge", *args], env=env, input=stdin,
+                          capture_output=True, text=True, timeout=60)
+
+
+def status(env):
+    result = cli(["status", "--json"], env)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_enqueue_prints_a_receipt_and_status_shows_it(service_env):
+    result = cli(["enqueue", "-z", ZONE, "--url", "https://www.example.com/a", "--url",
+                  "https://WWW.example.com:443/a#x", "--url", "https://www.example.com/b"], service_env)
+    assert result.returncode == 0, result.stderr
+    assert "accepted 2 new item(s), 1 already pending" in result.stdout
+    report = status(service_env)
+    assert (report["pending"], report["in_flight"], report["dead_letters"]) == (2, 0, 0)
+    [lane] = report["lanes"]
+    assert lane["zone"] == ZONE and lane["environment"] == "production" and lane["kind"] == "files"
+    assert lane["oldest_pending_age_s"] >= 0
+    table = cli(["status"], service_env).stdout
+    assert "pending 2" in table and "production" in table
+
+
+def test_json_receipt(service_env, sandbox):
+    result = cli(["enqueue", "-z", ZONE, "-e", "staging", "--tag", "A", "--tag", "a", "--json"], service_env)
+    receipt = json.loads(result.stdout)
+    assert receipt["accepted"] == 1 and receipt["already_pending"] == 1
+    assert receipt["environment"] == sandbox.environments(ZONE)["Staging"]
+
+
+def test_a_request_with_a_bad_item_is_refused_whole(service_env):
+    result = cli(["enqueue", "-z", ZONE, "--url", "https://ok.example.com/", "--url", "ftp://nope/",
+                  "--url", "https://bad host/"], service_env)
+    assert result.returncode == 1
+    assert "files[1]" in result.stderr and "files[2]" in result.stderr and "nothing was enqueued" in result.stderr
+    assert status(service_env)["pending"] == 0
+
+
+def test_a_file_with_a_bad_line_is_refused_whole_and_each_bad_line_named(service_env, tmp_path):
+    lines = [f"https://www.example.com/{i}" for i in range(20_000)]
+    lines[7] = "not a url"
+    lines[15_000] = "https://www.example.com/*"
+    path = tmp_path / "urls.txt"
+    path.write_text("\n".join(lines) + "\n")
+    result = cli(["enqueue", "-z", ZONE, "--from-file", str(path)], service_env)
+    assert result.returncode == 1
+    assert "line 8:" in result.stderr and "line 15001:" in result.stderr
+    assert status(service_env)["pending"] == 0
+
+
+def test_items_from_stdin_skip_blank_and_comment_lines(service_env):
+    result = cli(["enqueue", "-z", ZONE, "--kind", "prefixes", "--from-file", "-", "--json"], service_env,
+                 stdin="# changed sections\nwww.example.com/news\n\nWWW.example.com/news\nwww.example.com/blog\n")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["accepted"] == 2
+
+
+def test_unknown_environment_is_a_clear_refusal(service_env, sandbox):
+    result = cli(["enqueue", "-z", ZONE, "-e", "Previw", "--tag", "a"], service_env)
+    assert result.returncode == 1
+    assert "no environment named or with ref 'Previw'" in result.stderr
+    assert "Production, Staging, Development" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["--url", "https://a.com/", "--tag", "x"], "give one of"),
+        ([], "give one of"),
+        (["--kind", "tags", "--tag", "x"], "--kind goes with --from-file"),
+    ],
+)
+def test_usage_errors(service_env, args, words):
+    result = cli(["enqueue", "-z", ZONE, *args], service_env)
+    assert result.returncode == 2 and words in result.stderr
+
+
+def test_redis_down_fails_fast_with_exit_3(service_env):
+    env = {**service_env, "REDIS_URL": f"redis://:hunter2@127.0.0.1:{free_port()}/0"}
+    result = cli(["enqueue", "-z", ZONE, "--url", "https://www.example.com/"], env)
+    assert result.returncode == 3
+    assert "cannot reach Redis" in result.stderr and "0 item(s)" in result.stderr
+    assert "hunter2" not in result.stderr + result.stdout
+    assert cli(["status"], env).returncode == 3
+
+
+def test_help_explains_each_command():
+    for command in ([], ["enqueue"], ["status"], ["worker"], ["sandbox"], ["up"]):
+        result = cli([*command, "--help"], {})
+        assert result.returncode == 0 and "Usage:" in result.stdout
