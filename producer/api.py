@@ -38,6 +38,9 @@ class Receipt:
     id: str
     zone: str
     environment: str
+    """"production", the environment's ref, or "<name> (unresolved)" when the environment list
+    could not be fetched at enqueue (the worker resolves it)."""
+    environment_name: str | None
     kind: str
     mode: str
     items: int
@@ -99,6 +102,7 @@ class Producer:
             id=uuid.uuid4().hex,
             zone=lane.zone,
             environment=str(lane.env),
+            environment_name="production" if lane.env.is_production else lane.env.label or lane.env.name,
             kind=lane.kind.value,
             mode=lane.mode.value,
             items=items,

@@ -6,6 +6,8 @@ again, or dead-lettered), never in a Celery result.
 
 from __future__ import annotations
 
+import logging
+
 from celery import Celery
 
 from zonepurge.settings import get_settings
@@ -36,5 +38,8 @@ def make_app() -> Celery:
     )
     return app
 
+
+# httpx logs every request at INFO; the flush logs one line per call with what matters.
+logging.getLogger("httpx").setLevel(logging.WARNING)
 
 app = make_app()

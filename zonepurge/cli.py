@@ -125,9 +125,17 @@ def enqueue(zone: str, environment: str | None, urls: tuple[str, ...], tags: tup
     else:
         click.echo(
             f"accepted {receipt.accepted:,} new item(s), {receipt.already_pending:,} already pending "
-            f"({receipt.kind}, {receipt.mode}, zone {receipt.zone}, environment {receipt.environment}); "
+            f"({receipt.kind}, {receipt.mode}, zone {receipt.zone}, environment {_environment(receipt)}); "
             f"receipt {receipt.id}"
         )
+
+
+def _environment(receipt: Any) -> str:
+    if receipt.environment_name and receipt.environment_name != receipt.environment:
+        if receipt.environment.endswith("(unresolved)"):
+            return receipt.environment
+        return f"{receipt.environment_name} (ref {receipt.environment})"
+    return receipt.environment
 
 
 class _ProgressLine:
@@ -252,15 +260,12 @@ def up(concurrency: int) -> None:
     env: dict[str, str] = {}
     started: list[Any] = []
 
-    def shutdown(*_: object) -> None:
-        for part in reversed(started):
-            part.stop()
-        for part in started:
-            if hasattr(part, "cleanup"):
-                part.cleanup()
-        sys.exit(0)
+    def on_sigterm(*_: object) -> None:
+        # Unwind to the `finally` below, which stops the children; stopping them here, inside
+        # a handler that interrupted a wait() on one of them, would deadlock on that wait.
+        raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, shutdown)
+    signal.signal(signal.SIGTERM, on_sigterm)
     try:
         if not os.environ.get("REDIS_URL"):
             redis_server = RedisServer(appendonly=True).start()
@@ -275,11 +280,11 @@ def up(concurrency: int) -> None:
             click.echo(f"no CLOUDFLARE_API_TOKEN: purging against the sandbox at {base_url}")
         worker_process = start_worker(env, concurrency=concurrency, echo=sys.stdout)
         started.append(worker_process)
-        exports = " ".join(f"{k}={v}" for k, v in env.items() if k != "CLOUDFLARE_API_TOKEN")
-        if "CLOUDFLARE_API_TOKEN" in env:
-            exports += f" CLOUDFLARE_API_TOKEN={SANDBOX_TOKEN}"
+        # Only what `up` made is printed: the sandbox's token is no secret, the user's token is
+        # never in `env`.
+        exports = f"  export {' '.join(f'{k}={v}' for k, v in env.items())}\n" if env else ""
         click.echo("\nzonepurge is running. From another terminal:\n"
-                   f"  export {exports}\n"
+                   f"{exports}"
                    "  zonepurge enqueue --zone 023e105f4ecef8ad9ca31a8372d0c353 --url https://www.example.com/\n"
                    "  zonepurge status\n"
                    "Ctrl-C stops everything.\n")

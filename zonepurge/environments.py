@@ -83,5 +83,5 @@ class EnvironmentDirectory:
         production = self._settings.production_name(zone).casefold()
         for env in environments:
             if env.ref == wanted or env.name.casefold() == wanted.casefold():
-                return PRODUCTION_TARGET if env.name.casefold() == production else EnvTarget(ref=env.ref)
+                return PRODUCTION_TARGET if env.name.casefold() == production else EnvTarget(ref=env.ref, label=env.name)
         return None

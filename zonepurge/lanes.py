@@ -16,7 +16,7 @@ milliseconds since the epoch, they were first enqueued.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import quote, unquote
 
 from zonepurge.items import Kind, Mode
@@ -31,6 +31,8 @@ class EnvTarget:
 
     ref: str | None = None
     name: str | None = None
+    # The environment's name when known, for people to read; not part of the lane's identity.
+    label: str | None = field(default=None, compare=False)
 
     @property
     def is_production(self) -> bool:
@@ -57,6 +59,12 @@ class EnvTarget:
         if self.name is not None:
             return f"{self.name} (unresolved)"
         return "production"
+
+    def describe(self) -> str:
+        """For messages: the name and the ref when both are known."""
+        if self.ref is not None and self.label:
+            return f"{self.label} (ref {self.ref})"
+        return str(self)
 
 
 PRODUCTION_TARGET = EnvTarget()

@@ -1,0 +1,47 @@
+"""`zonepurge up`, the README's command that runs the system, as a user runs it."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+import subprocess
+import sys
+
+import httpx
+import pytest
+import redis
+
+from tests.conftest import ZONE
+from zonepurge.services import LineWatcher, wait_for
+
+pytestmark = pytest.mark.integration
+
+
+def test_up_starts_redis_sandbox_and_worker_purges_and_stops_them_all():
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("REDIS_URL", "CELERY_BROKER_URL", "CLOUDFLARE_API_TOKEN", "CLOUDFLARE_BASE_URL")}
+    process = subprocess.Popen([sys.executable, "-m", "zonepurge", "up", "--concurrency", "2"],
+                               env={**env, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    output = LineWatcher(process.stdout)
+    try:
+        line = output.wait_for_line(lambda l: l.strip().startswith("export "), 90, "the export line")
+        exported = dict(pair.split("=", 1) for pair in shlex.split(line.strip())[1:])
+        assert set(exported) == {"REDIS_URL", "CLOUDFLARE_BASE_URL", "CLOUDFLARE_API_TOKEN"}
+        user_env = {**env, **exported}
+        result = subprocess.run([sys.executable, "-m", "zonepurge", "enqueue", "-z", ZONE,
+                                 "--url", "https://www.example.com/up"], env=user_env,
+                                capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+        admin = exported["CLOUDFLARE_BASE_URL"].removesuffix("/client/v4") + "/__sandbox/purges"
+        wait_for(lambda: httpx.get(admin).json() != [], 30, "the purge to reach the sandbox")
+        assert httpx.get(admin).json()[0]["items"] == ["https://www.example.com/up"]
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(60)
+    assert process.returncode == 0
+    with pytest.raises(redis.ConnectionError):
+        redis.Redis.from_url(exported["REDIS_URL"], socket_connect_timeout=2).ping()
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(admin)
