@@ -121,6 +121,31 @@ def settings(service_env: dict[str, str]) -> Settings:
     return Settings(**{k.lower().removeprefix("zonepurge_"): v for k, v in service_env.items()})
 
 
+class FakeClock:
+    """Time that moves only when told to: ``clock()`` reads it, ``clock.sleep(s)`` moves it."""
+
+    def __init__(self, start: float | None = None) -> None:
+        import time
+
+        self.now = time.time() if start is None else start
+        self.slept: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
 class RecordingSender:
     """Stands in for Celery when a test drives flushes itself: records what would be queued."""
 

@@ -1,15 +1,20 @@
-"""One flush: take a batch from a lane, send it to the right endpoint, record the outcome.
+"""One flush: take a batch from a lane, pay for it from the account's budget, send it to the
+right endpoint, and record what became of every item.
 
 Independent of Celery (the task in worker.tasks is a thin wrapper), so it is tested with a
-real Redis and a fake or real HTTP server and no worker process.
+real Redis and the sandbox and no worker process; time and sleeping are injected.
 
-Outcomes of a send:
-- success: the lease is settled; the items are purged.
-- 429: the items go back to pending and the lane waits as long as Cloudflare asked.
-- 5xx, timeout, dropped connection: back to pending, retried with jittered backoff.
-- 401/403: back to pending (the token, not the items, is at fault), retried slowly, logged loudly.
-- another 4xx, or an environment that does not exist: dead letters with Cloudflare's code and
-  message, so that nothing disappears silently.
+What a send's answer does:
+
+| answer | the items | the lane |
+|---|---|---|
+| 200 | purged | next batch at once if one is due |
+| 429 | back to pending, no attempt counted | the bucket is closed for Retry-After (or a guess) for every worker |
+| 5xx, timeout, dropped connection | back to pending, attempt counted; dead-lettered past max attempts or max age | retried after jittered exponential backoff |
+| 401/403 | back to pending | the zone is paused; one send is tried every pause_probe_s until one works |
+| 1136 on a URL purge | sent as prefix purges (or dead-lettered, by setting) | the environment is remembered as refusing URL purges |
+| other 400 or 413, batch of several | the batch is halved; each half is sent apart until the bad items stand alone | at once |
+| other 4xx, or one item refused | dead-lettered with Cloudflare's code and message | at once |
 """
 
 from __future__ import annotations
@@ -20,24 +25,30 @@ from collections.abc import Callable
 from enum import StrEnum
 
 from zonepurge.backoff import full_jitter
+from zonepurge.budget import Budget, bucket_for
 from zonepurge.cloudflare import (
     CloudflareError,
     ForbiddenError,
     RejectedError,
     ThrottledError,
-    TransientError,
 )
 from zonepurge.environments import UnknownEnvironmentError
-from zonepurge.items import body_for
+from zonepurge.items import ItemError, Kind, body_for, prefix_for_url
 from zonepurge.lanes import Lane
 from zonepurge.runtime import Runtime
-from zonepurge.store import Batch, DeadLetter
+from zonepurge.store import Batch, DeadLetter, Settlement
 
 log = logging.getLogger("zonepurge.flush")
 
 # Longest countdown a flush is ever queued with: well under the broker's visibility timeout
-# (worker.app), past which Redis would deliver the waiting task a second time.
+# (worker.app), past which Redis would deliver the waiting task a second time. A longer wait is
+# served in several hops: each hop finds the bucket still closed and waits again.
 MAX_DELAY_S = 1800.0
+# How long an environment that answered 1136 is remembered as refusing URL purges.
+NO_URL_PURGE_TTL_S = 3600.0
+# Cloudflare refuses the request as a whole for these; halving it finds the items at fault.
+_SPLIT_STATUSES = {400, 413}
+_ERROR_1136 = 1136
 
 
 class Outcome(StrEnum):
@@ -45,22 +56,32 @@ class Outcome(StrEnum):
     WAITING = "waiting"
     PURGED = "purged"
     RETRYING = "retrying"
+    SPLIT = "split"
+    REDIRECTED = "redirected"
     DEAD_LETTERED = "dead-lettered"
 
 
 class Flusher:
-    def __init__(self, runtime: Runtime, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, runtime: Runtime, clock: Callable[[], float] = time.time,
+                 sleep: Callable[[float], None] = time.sleep,
+                 budget: Budget | None = None) -> None:
         self.runtime = runtime
         self.clock = clock
+        self.sleep = sleep
+        self.budget = budget or Budget(runtime.store.redis, runtime.settings)
 
     def flush(self, lane_id: str) -> Outcome:
         rt = self.runtime
         settings = rt.settings
         lane = Lane.parse(lane_id)
         rt.store.clear_flush_queued(lane)
+        pause = rt.store.paused(lane.zone)
+        if pause is not None and pause["probe_at"] > self.clock():
+            rt.scheduler.nudge(lane, delay_s=min(pause["probe_at"] - self.clock(), MAX_DELAY_S))
+            return Outcome.WAITING
         cap = settings.limits.items_per_request(lane.kind)
         take = rt.store.take(lane, cap, settings.debounce_s, settings.lease_s,
-                            at_ms=int(self.clock() * 1000))
+                             at_ms=int(self.clock() * 1000))
         if take.status == "empty":
             return Outcome.EMPTY
         if take.status == "wait":
@@ -72,64 +93,176 @@ class Flusher:
             # Another full batch is ready: let another worker slot send it meanwhile.
             rt.scheduler.nudge(lane, delay_s=0)
         outcome = self._send(batch)
-        if outcome is Outcome.PURGED and batch.remaining:
+        if outcome in (Outcome.PURGED, Outcome.SPLIT, Outcome.REDIRECTED, Outcome.DEAD_LETTERED) and (
+                batch.remaining or outcome is Outcome.SPLIT):
             rt.scheduler.nudge(lane, delay_s=0)
         return outcome
+
+    # -- one batch ---------------------------------------------------------------------------
 
     def _send(self, batch: Batch) -> Outcome:
         rt = self.runtime
         lane = batch.lane
-        started = time.perf_counter()
+        if lane.kind is Kind.FILES and rt.store.refuses_url_purge(lane):
+            return self._refused_url_purge(batch, None)
         try:
             target = rt.directory.resolve(lane.zone, lane.env.name) if lane.env.name else lane.env
-            client = rt.cloudflare()
-            if client is None:
-                raise ForbiddenError("no Cloudflare API token is set (CLOUDFLARE_API_TOKEN)")
-            client.purge(lane.zone, target.ref, lane.mode, body_for(lane.kind, batch.members))
         except UnknownEnvironmentError as exc:
-            return self._dead(batch, "unknown-environment", None, str(exc), started)
-        except RejectedError as exc:
-            return self._dead(batch, "rejected", exc.code, str(exc), started)
+            return self._dead(batch, batch.members, "unknown-environment", None, str(exc))
+        except CloudflareError as exc:
+            return self._retry(batch, f"cannot list environments: {exc}")
+        client = rt.cloudflare()
+        if client is None:
+            return self._forbidden(batch, "no Cloudflare API token is set (CLOUDFLARE_API_TOKEN)")
+
+        account = rt.settings.account_of(lane.zone)
+        wait = self._pay(account, lane.kind, len(batch.members))
+        if wait > 0:
+            rt.store.finish(batch, Settlement(back=batch.members))
+            rt.scheduler.nudge(lane, delay_s=min(wait, MAX_DELAY_S))
+            return Outcome.WAITING
+
+        started = time.perf_counter()
+        try:
+            client.purge(lane.zone, target.ref, lane.mode, body_for(lane.kind, batch.members))
         except ThrottledError as exc:
-            wait = exc.retry_after if exc.retry_after is not None else self._backoff(lane)
-            return self._retry(batch, wait, f"throttled, retrying in {wait:.1f}s", started)
+            return self._throttled(batch, account, exc)
         except ForbiddenError as exc:
-            log.error("purge refused for %s: %s; the items stay pending", lane, exc)
-            return self._retry(batch, self.runtime.settings.retry_max_s, str(exc), started)
-        except (TransientError, CloudflareError) as exc:
-            wait = self._backoff(lane)
-            return self._retry(batch, wait, f"{exc}; retrying in {wait:.1f}s", started)
-        rt.store.settle(batch)
+            return self._forbidden(batch, str(exc))
+        except RejectedError as exc:
+            return self._rejected(batch, exc)
+        except CloudflareError as exc:
+            return self._retry(batch, str(exc))
+        rt.store.finish(batch, Settlement())
         rt.store.clear_failures(lane)
+        if rt.store.resume(lane.zone):
+            log.warning("zone %s: purging works again; resumed", lane.zone)
         log.info("purged %d %s in %s (%.0f ms)", len(batch.members), lane.kind.value, lane,
                  (time.perf_counter() - started) * 1000)
         return Outcome.PURGED
 
-    def _backoff(self, lane: Lane) -> float:
+    def _pay(self, account: str, kind: Kind, items: int) -> float:
+        """Take the send's cost from the budget, waiting in this slot for a short wait only.
+        Returns 0 once paid, else the wait still ahead (nothing paid)."""
+        in_slot = self.runtime.settings.budget_wait_in_slot_s
+        for _ in range(8):
+            wait = self.budget.acquire(account, kind, items)
+            if wait <= 0 or wait > in_slot:
+                return wait
+            self.sleep(wait)
+        return self.budget.acquire(account, kind, items)
+
+    # -- answers -----------------------------------------------------------------------------
+
+    def _throttled(self, batch: Batch, account: str, exc: ThrottledError) -> Outcome:
         s = self.runtime.settings
-        failures = self.runtime.store.count_failure(lane, ttl_s=s.retry_max_s * 10)
-        return full_jitter(failures, s.retry_base_s, s.retry_max_s)
+        if exc.retry_after is not None:
+            wait = exc.retry_after
+        else:
+            throttles = self.runtime.store.count_failure(batch.lane, ttl_s=s.retry_max_s * 10)
+            wait = min(s.retry_max_s, s.throttle_guess_s * 2 ** (throttles - 1))
+        closed_for = self.budget.block(account, bucket_for(batch.lane.kind), wait)
+        self.runtime.store.finish(batch, Settlement(back=batch.members))
+        self.runtime.scheduler.nudge(batch.lane, delay_s=min(closed_for, MAX_DELAY_S))
+        log.warning("429 for %s: the %s budget of account %s is closed for %.1fs; %d item(s) wait",
+                    batch.lane, bucket_for(batch.lane.kind), account, closed_for, len(batch.members))
+        return Outcome.WAITING
 
-    def _retry(self, batch: Batch, wait_s: float, why: str, started: float) -> Outcome:
-        self.runtime.store.release(batch.lease_id)
-        self.runtime.scheduler.nudge(batch.lane, delay_s=min(max(wait_s, 0.0), MAX_DELAY_S))
-        log.warning("%d %s in %s back to pending: %s (%.0f ms)", len(batch.members),
-                    batch.lane.kind.value, batch.lane, why, (time.perf_counter() - started) * 1000)
-        return Outcome.RETRYING
-
-    def _dead(self, batch: Batch, reason: str, code: int | None, message: str,
-              started: float) -> Outcome:
-        lane = batch.lane
+    def _retry(self, batch: Batch, why: str) -> Outcome:
+        """A transient failure: back to pending with an attempt counted, unless spent."""
+        s = self.runtime.settings
+        store = self.runtime.store
         now = self.clock()
-        records = [
-            DeadLetter(
-                item=member, zone=lane.zone, environment=str(lane.env), kind=lane.kind.value,
-                mode=lane.mode.value, reason=reason, code=code, message=message, attempts=1,
-                first_enqueued_at=enqueued / 1000, dead_at=now, lane=lane.id,
-            )
-            for member, enqueued in zip(batch.members, batch.enqueued_ms, strict=True)
-        ]
-        self.runtime.store.settle(batch, dead=records)
-        log.error("%d %s in %s dead-lettered: %s (%.0f ms)", len(records), lane.kind.value, lane,
-                  message, (time.perf_counter() - started) * 1000)
+        counts = store.attempts(batch.lane, batch.members)
+        back, spent = [], []
+        for member, enqueued_ms, count in zip(batch.members, batch.enqueued_ms, counts, strict=True):
+            too_old = now - enqueued_ms / 1000 > s.max_age_s
+            (spent if count + 1 >= s.max_attempts or too_old else back).append(member)
+        dead = self._records(batch, spent, "gave-up", None,
+                             f"{why} (after {s.max_attempts} attempts or {s.max_age_s:.0f}s)",
+                             {m: c + 1 for m, c in zip(batch.members, counts, strict=True)})
+        store.finish(batch, Settlement(back=back, count_attempt=True, dead=dead),
+                     attempts_ttl_s=s.max_age_s)
+        failures = store.count_failure(batch.lane, ttl_s=s.retry_max_s * 10)
+        wait = full_jitter(failures, s.retry_base_s, s.retry_max_s)
+        self.runtime.scheduler.nudge(batch.lane, delay_s=wait)
+        log.warning("%s: %s; %d item(s) retry in %.1fs, %d given up", batch.lane, why, len(back),
+                    wait, len(spent))
+        return Outcome.RETRYING if back else Outcome.DEAD_LETTERED
+
+    def _forbidden(self, batch: Batch, why: str) -> Outcome:
+        s = self.runtime.settings
+        zone = batch.lane.zone
+        self.runtime.store.pause(zone, why, probe_at=self.clock() + s.pause_probe_s)
+        self.runtime.store.finish(batch, Settlement(back=batch.members))
+        self.runtime.scheduler.nudge(batch.lane, delay_s=s.pause_probe_s)
+        log.error("zone %s PAUSED: %s. Its items stay pending; a send is tried every %.0fs and "
+                  "purging resumes by itself once one works.", zone, why, s.pause_probe_s)
+        return Outcome.WAITING
+
+    def _rejected(self, batch: Batch, exc: RejectedError) -> Outcome:
+        lane = batch.lane
+        if exc.code == _ERROR_1136 and lane.kind is Kind.FILES:
+            self.runtime.store.mark_no_url_purge(lane, NO_URL_PURGE_TTL_S)
+            return self._refused_url_purge(batch, exc)
+        if exc.status in _SPLIT_STATUSES and len(batch.members) > 1:
+            half = len(batch.members) // 2
+            groups = [batch.members[:half], batch.members[half:]]
+            self.runtime.store.finish(batch, Settlement(split=groups))
+            log.warning("%s: %d item(s) refused together (%s); sending them in halves to find "
+                        "the items at fault", lane, len(batch.members), exc)
+            return Outcome.SPLIT
+        return self._dead(batch, batch.members, "rejected", exc.code, str(exc))
+
+    def _refused_url_purge(self, batch: Batch, exc: RejectedError | None) -> Outcome:
+        """The environment refuses purge by URL (1136): purge prefixes instead, or give up."""
+        lane = batch.lane
+        why = str(exc) if exc else "this environment refuses purge by URL (Cloudflare error 1136)"
+        if self.runtime.settings.on_1136 == "dead-letter":
+            return self._dead(batch, batch.members, "url-purge-refused", _ERROR_1136, why)
+        prefixes: list[str] = []
+        unusable: list[str] = []
+        for member in batch.members:
+            try:
+                prefixes.append(prefix_for_url(member))
+            except ItemError:
+                unusable.append(member)
+        target = lane.with_(kind=Kind.PREFIXES)
+        dead = self._records(batch, unusable, "url-purge-refused", _ERROR_1136,
+                             f"{why}; no prefix purge can stand in for this URL")
+        # Each prefix keeps the earliest first-enqueue time of the URLs it stands for, so it
+        # goes out no later than they would have.
+        scores = batch.scores()
+        firsts: dict[str, float] = {}
+        for member, prefix in zip([m for m in batch.members if m not in unusable], prefixes, strict=True):
+            firsts[prefix] = min(firsts.get(prefix, scores[member]), scores[member])
+        self.runtime.store.finish(batch, Settlement(dead=dead, redirect=(target, firsts)),
+                                  attempts_ttl_s=self.runtime.settings.max_age_s)
+        self.runtime.scheduler.nudge(target, delay_s=0)
+        log.warning("%s: URL purge refused (1136); %d URL(s) go out as %d prefix purge(s)",
+                    lane, len(batch.members), len(firsts))
+        return Outcome.REDIRECTED
+
+    def _dead(self, batch: Batch, members: list[str], reason: str, code: int | None,
+              message: str) -> Outcome:
+        counts = self.runtime.store.attempts(batch.lane, members)
+        records = self._records(batch, members, reason, code, message,
+                                {m: c + 1 for m, c in zip(members, counts, strict=True)})
+        self.runtime.store.finish(batch, Settlement(dead=records))
+        log.error("%d %s in %s dead-lettered: %s", len(records), batch.lane.kind.value, batch.lane,
+                  message)
         return Outcome.DEAD_LETTERED
+
+    def _records(self, batch: Batch, members: list[str], reason: str, code: int | None,
+                 message: str, attempts: dict[str, int] | None = None) -> list[DeadLetter]:
+        lane = batch.lane
+        scores = batch.scores()
+        now = self.clock()
+        return [
+            DeadLetter(item=member, zone=lane.zone, environment=str(lane.env), kind=lane.kind.value,
+                       mode=lane.mode.value, reason=reason, code=code, message=message,
+                       attempts=(attempts or {}).get(member, 1), first_enqueued_at=scores[member] / 1000,
+                       dead_at=now, lane=lane.id)
+            for member in members
+        ]
+

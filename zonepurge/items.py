@@ -233,3 +233,17 @@ def display_member(member: str) -> str:
         headers = " ".join(f"{k}={v}" for k, v in obj["headers"].items())
         return f"{obj['url']} [{headers}]"
     return member
+
+
+def prefix_for_url(member: str) -> str:
+    """The prefix purge that covers a URL member (its host and path, query and headers dropped).
+
+    For environments that refuse purge by URL (Cloudflare error 1136): purging a little more is
+    safe, purging nothing is not. The path is cut after the 31st '/' that prefixes allow.
+    """
+    url = json.loads(member)["url"] if member.startswith("{") else member
+    parts = urlsplit(url)
+    prefix = (parts.hostname or "") + (parts.path or "/")
+    if prefix.count("/") > MAX_PREFIX_SLASHES:
+        prefix = "/".join(prefix.split("/")[: MAX_PREFIX_SLASHES + 1])
+    return normalize_prefix(prefix)

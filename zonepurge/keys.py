@@ -6,6 +6,11 @@
     zp:leases                   zset    lease id -> deadline (ms); batches taken by a worker
     zp:lease:{lease id}         hash    lane, taken_at, members (JSON [[member, score], ...])
     zp:failures:{lane}          string  consecutive failed sends of the lane (backoff), with a TTL
+    zp:attempts:{lane}          hash    member -> sends that failed transiently, with a TTL
+    zp:split:{lane}             list    batches refused by Cloudflare, halved, to send apart (JSON)
+    zp:budget:{account}:{bucket} hash   tokens, ts, blocked_until, throttles (zonepurge.budget)
+    zp:paused:{zone}            hash    why and since when a zone's purging is paused (401/403)
+    zp:no-url-purge:{zone}:{env} string set when an environment answered 1136, with a TTL
     zp:dead                     list    dead-letter records (JSON), newest last
     zp:envs:{zone}              string  the zone's environments (JSON), with a TTL
     zp:receipt:{id}             hash    what one enqueue call accepted, with a TTL
@@ -34,6 +39,26 @@ def flush_queued(lane_id: str) -> str:
 
 def failures(lane_id: str) -> str:
     return PREFIX + "failures:" + lane_id
+
+
+def attempts(lane_id: str) -> str:
+    return PREFIX + "attempts:" + lane_id
+
+
+def split(lane_id: str) -> str:
+    return PREFIX + "split:" + lane_id
+
+
+def budget(account: str, bucket: str) -> str:
+    return f"{PREFIX}budget:{account}:{bucket}"
+
+
+def paused(zone: str) -> str:
+    return PREFIX + "paused:" + zone
+
+
+def no_url_purge(zone: str, env: str) -> str:
+    return f"{PREFIX}no-url-purge:{zone}:{env}"
 
 
 def lease(lease_id: str) -> str:

@@ -7,12 +7,17 @@ every other one carries the ``ZONEPURGE_`` prefix.
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
+from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from zonepurge.plans import PLAN_LIMITS, Plan, PlanLimits
+
+
+_GENERAL_LIMIT = re.compile(r"^\d+/\d+(\.\d+)?$")
 
 
 def _env(name: str) -> AliasChoices:
@@ -45,6 +50,17 @@ class Settings(BaseSettings):
     flex_rate_per_s: float | None = Field(None, gt=0)
     flex_burst: int | None = Field(None, ge=1)
 
+    # Cloudflare's limits are per account. Zones map to accounts here, {"<account>": ["<zone>",
+    # ...]}; a zone not listed belongs to the account "default", so by default all zones share
+    # one budget (the safe assumption when they do belong to one account).
+    accounts: dict[str, list[str]] = Field(default_factory=dict)
+    # Cloudflare's general API limit as "<requests>/<seconds>", e.g. "1200/300", to budget for
+    # it too; empty (the default) leaves it out. docs/budget.md explains the choice.
+    general_limit: str = ""
+    # A send that must wait for budget this long or less waits in its worker slot; a longer
+    # wait gives the batch back and queues the lane's flush for when the budget allows.
+    budget_wait_in_slot_s: float = Field(0.5, ge=0, le=10)
+
     # How long a lone item waits for company before it is sent in a partial batch. Long enough
     # for a CMS's burst of publish hooks to share a request, short enough to feel immediate.
     debounce_s: float = Field(0.25, ge=0, le=60)
@@ -59,9 +75,21 @@ class Settings(BaseSettings):
     lease_s: float = Field(120, gt=0)
     # How often each worker looks for lanes nobody is flushing and for expired leases.
     sweep_interval_s: float = Field(5, gt=0)
-    # Transient failures (5xx, timeouts, dropped connections): back off and try again.
+    # Transient failures (5xx, timeouts, dropped connections): back off and try again, up to
+    # max_attempts sends of an item or until it has waited max_age_s; then it is dead-lettered.
     retry_base_s: float = Field(1, gt=0)
     retry_max_s: float = Field(60, gt=0)
+    max_attempts: int = Field(12, ge=1)
+    max_age_s: float = Field(6 * 3600, gt=0)
+    # With no Retry-After or rate-limit header on a 429, wait this long, doubling per 429 in a
+    # row, up to retry_max_s.
+    throttle_guess_s: float = Field(1, gt=0)
+    # Error 1136 (URL purge in an environment filtered by IP, country, ASN or threat score):
+    # "prefix" purges the URL's host and path as a prefix instead (more is purged, which is
+    # safe); "dead-letter" records it as refused.
+    on_1136: Literal["prefix", "dead-letter"] = "prefix"
+    # While a zone is paused by a 401/403, one send is tried this often to see if it works again.
+    pause_probe_s: float = Field(30, gt=0)
 
     # Producer side: items per Redis round trip when streaming a file.
     enqueue_chunk: int = Field(5000, ge=1, le=100_000)
@@ -73,6 +101,26 @@ class Settings(BaseSettings):
     @classmethod
     def _plan_lower(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value
+
+    @field_validator("general_limit")
+    @classmethod
+    def _general_limit_form(cls, value: str) -> str:
+        if value.strip() and not _GENERAL_LIMIT.match(value.strip()):
+            raise ValueError('must be "<requests>/<seconds>", e.g. "1200/300", or empty')
+        return value.strip()
+
+    @property
+    def general_limit_spec(self) -> tuple[int, float] | None:
+        if not self.general_limit:
+            return None
+        requests, seconds = self.general_limit.split("/")
+        return int(requests), float(seconds)
+
+    def account_of(self, zone: str) -> str:
+        for account, zones in self.accounts.items():
+            if zone in zones:
+                return account
+        return "default"
 
     @property
     def broker_url(self) -> str:

@@ -85,25 +85,34 @@ return {added, moot, 0}
 """
 
 _TAKE = """
--- KEYS: pending, lanes, leases, lease
+-- KEYS: pending, lanes, leases, lease, split
 -- ARGV: lane id, cap, now ms, debounce ms, lease deadline ms, lease id
+-- A batch Cloudflare refused and that was halved goes first, whatever its size.
+local split = redis.call('LPOP', KEYS[5])
+local popped
+local origin = 'pending'
 local n = redis.call('ZCARD', KEYS[1])
-if n == 0 then
-  redis.call('SREM', KEYS[2], ARGV[1])
-  return {'empty', 0}
+if split then
+  popped = cjson.decode(split)
+  origin = 'split'
+else
+  if n == 0 then
+    redis.call('SREM', KEYS[2], ARGV[1])
+    return {'empty', 0}
+  end
+  local now = tonumber(ARGV[3])
+  if n < tonumber(ARGV[2]) then
+    local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+    local due = tonumber(oldest[2]) + tonumber(ARGV[4])
+    if due > now then return {'wait', tostring(due - now)} end
+  end
+  popped = redis.call('ZPOPMIN', KEYS[1], tonumber(ARGV[2]))
+  n = n - #popped / 2
 end
-local now = tonumber(ARGV[3])
-if n < tonumber(ARGV[2]) then
-  local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-  local due = tonumber(oldest[2]) + tonumber(ARGV[4])
-  if due > now then return {'wait', tostring(due - now)} end
-end
-local popped = redis.call('ZPOPMIN', KEYS[1], tonumber(ARGV[2]))
-local count = #popped / 2
-redis.call('HSET', KEYS[4], 'lane', ARGV[1], 'taken_at', ARGV[3], 'count', count,
-           'members', cjson.encode(popped))
+redis.call('HSET', KEYS[4], 'lane', ARGV[1], 'taken_at', ARGV[3], 'count', #popped / 2,
+           'origin', origin, 'members', cjson.encode(popped))
 redis.call('ZADD', KEYS[3], ARGV[5], ARGV[6])
-local reply = {'taken', n - count}
+local reply = {'taken', n + redis.call('LLEN', KEYS[5])}
 for i = 1, #popped do reply[#reply + 1] = popped[i] end
 return reply
 """
@@ -126,6 +135,23 @@ redis.call('DEL', KEYS[1])
 redis.call('ZREM', KEYS[2], ARGV[1])
 return returned
 """
+
+
+_REPLAY = """
+-- KEYS: dead letters, pending, attempts, lanes. ARGV: raw record, member, now ms, lane id
+if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 0 then return 0 end
+redis.call('ZADD', KEYS[2], 'NX', ARGV[3], ARGV[2])
+redis.call('HDEL', KEYS[3], ARGV[2])
+redis.call('SADD', KEYS[4], ARGV[4])
+return 1
+"""
+
+
+def _encode_group(members: Sequence[str], scores: dict[str, float]) -> str:
+    flat: list[str] = []
+    for member in members:
+        flat += [member, repr(scores[member])]
+    return json.dumps(flat)
 
 
 def now_ms() -> int:
@@ -151,6 +177,31 @@ class Batch:
     members: list[str]
     enqueued_ms: list[float]
     remaining: int
+    """Items of the lane still waiting (pending or split) after this batch was taken."""
+    origin: Literal["pending", "split"] = "pending"
+
+    def scores(self) -> dict[str, float]:
+        return dict(zip(self.members, self.enqueued_ms, strict=True))
+
+
+@dataclass(frozen=True, slots=True)
+class Settlement:
+    """What became of a leased batch. Members named nowhere here were purged.
+
+    - ``back``: to wait again where they came from (pending, or the front of the split list),
+      with an attempt counted when ``count_attempt`` (a transient failure, not a 429 or a wait
+      for budget).
+    - ``split``: groups to send apart (Cloudflare refused the batch because of some items).
+    - ``dead``: dead-letter records.
+    - ``redirect``: members (with their first-enqueue times) to enqueue in another lane: a URL
+      purge turned prefix purge.
+    """
+
+    back: list[str] = field(default_factory=list)
+    count_attempt: bool = False
+    split: list[list[str]] = field(default_factory=list)
+    dead: list[DeadLetter] = field(default_factory=list)
+    redirect: tuple[Lane, dict[str, float]] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,6 +260,7 @@ class Store:
         self._enqueue_everything = client.register_script(_ENQUEUE_EVERYTHING)
         self._take = client.register_script(_TAKE)
         self._release = client.register_script(_RELEASE)
+        self._replay = client.register_script(_REPLAY)
 
     # -- producers -------------------------------------------------------------------------
 
@@ -270,7 +322,8 @@ class Store:
         at = at_ms or now_ms()
         lease_id = uuid.uuid4().hex
         reply = self._take(
-            keys=[keys.pending(lane.id), keys.LANES, keys.LEASES, keys.lease(lease_id)],
+            keys=[keys.pending(lane.id), keys.LANES, keys.LEASES, keys.lease(lease_id),
+                  keys.split(lane.id)],
             args=[lane.id, cap, at, int(debounce_s * 1000), at + int(lease_s * 1000), lease_id],
         )
         status = reply[0].decode()
@@ -284,17 +337,63 @@ class Store:
         return Take("taken", batch=Batch(lease_id, lane, members, scores, int(reply[1])))
 
     def settle(self, batch: Batch, dead: Iterable[DeadLetter] = ()) -> bool:
-        """The batch is done: purged, or recorded as dead letters. False if the lease had
-        already expired and been released (the items are then pending again: sent twice at
-        worst, never lost)."""
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.delete(keys.lease(batch.lease_id))
-        pipe.zrem(keys.LEASES, batch.lease_id)
-        records = [d.to_json() for d in dead]
-        if records:
-            pipe.rpush(keys.DEAD_LETTERS, *records)
-        existed, *_ = pipe.execute()
-        return bool(existed)
+        """The batch was purged (or, for ``dead``, refused)."""
+        return self.finish(batch, Settlement(dead=list(dead)))
+
+    def finish(self, batch: Batch, outcome: Settlement, attempts_ttl_s: float = 86400) -> bool:
+        """Record what became of a leased batch, in one transaction.
+
+        False if the lease had expired and been released meanwhile: its items are pending again
+        (sent twice at worst, never lost) and this outcome is dropped.
+        """
+        lane = batch.lane
+        scores = batch.scores()
+        lease_key = keys.lease(batch.lease_id)
+        pending_key = keys.pending(lane.id)
+        attempts_key = keys.attempts(lane.id)
+        # Members still to be sent keep their attempt counts; the others' are dropped.
+        still_waiting = set(outcome.back) | {m for group in outcome.split for m in group}
+        with self.redis.pipeline(transaction=True) as pipe:
+            try:
+                pipe.watch(lease_key)
+                if not pipe.exists(lease_key):
+                    return False
+                pipe.multi()
+                if outcome.back:
+                    if batch.origin == "split":
+                        pipe.lpush(keys.split(lane.id), _encode_group(outcome.back, scores))
+                    else:
+                        pipe.zadd(pending_key, {m: scores[m] for m in outcome.back}, nx=True)
+                    if outcome.count_attempt:
+                        for member in outcome.back:
+                            pipe.hincrby(attempts_key, member, 1)
+                        pipe.expire(attempts_key, max(1, int(attempts_ttl_s)))
+                for group in outcome.split:
+                    pipe.rpush(keys.split(lane.id), _encode_group(group, scores))
+                if outcome.redirect is not None:
+                    target, redirected = outcome.redirect
+                    if redirected:
+                        pipe.zadd(keys.pending(target.id), redirected, nx=True)
+                    pipe.sadd(keys.LANES, target.id)
+                if outcome.back or outcome.split:
+                    pipe.sadd(keys.LANES, lane.id)
+                if outcome.dead:
+                    pipe.rpush(keys.DEAD_LETTERS, *(d.to_json() for d in outcome.dead))
+                finished = [m for m in batch.members if m not in still_waiting]
+                if finished:
+                    pipe.hdel(attempts_key, *finished)
+                pipe.delete(lease_key)
+                pipe.zrem(keys.LEASES, batch.lease_id)
+                pipe.execute()
+            except redis.WatchError:
+                return False
+        return True
+
+    def attempts(self, lane: Lane, members: Sequence[str]) -> list[int]:
+        """Transient failures counted so far for each member."""
+        if not members:
+            return []
+        return [int(v or 0) for v in self.redis.hmget(keys.attempts(lane.id), list(members))]
 
     def release(self, lease_id: str) -> int:
         """Return a lease's members to pending with their original times; -1 if it is gone."""
@@ -322,10 +421,78 @@ class Store:
                 self.redis.zrem(keys.LEASES, lease_id)  # a lease settled as we looked
         return lanes
 
+    # -- pauses (401/403) and environments that refuse URL purges (1136) -------------------
+
+    def pause(self, zone: str, reason: str, probe_at: float) -> None:
+        """Pause a zone's purging; the first pause keeps its ``since``."""
+        key = keys.paused(zone)
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hsetnx(key, "since", repr(time.time()))
+        pipe.hset(key, mapping={"reason": reason, "probe_at": repr(probe_at)})
+        pipe.execute()
+
+    def paused(self, zone: str) -> dict[str, Any] | None:
+        raw = self.redis.hgetall(keys.paused(zone))
+        if not raw:
+            return None
+        fields = {k.decode(): v.decode() for k, v in raw.items()}
+        return {"zone": zone, "reason": fields.get("reason", ""),
+                "since": float(fields.get("since", 0)), "probe_at": float(fields.get("probe_at", 0))}
+
+    def resume(self, zone: str) -> bool:
+        """Lift a pause; True if there was one."""
+        return bool(self.redis.delete(keys.paused(zone)))
+
+    def paused_zones(self) -> list[dict[str, Any]]:
+        zones = {lane.zone for lane in self.lanes()} | {
+            k.decode().removeprefix(keys.paused("")) for k in self.redis.scan_iter(keys.paused("*"))
+        }
+        return [p for z in sorted(zones) if (p := self.paused(z)) is not None]
+
+    def mark_no_url_purge(self, lane: Lane, ttl_s: float) -> None:
+        self.redis.set(keys.no_url_purge(lane.zone, lane.env.encode()), 1, px=int(ttl_s * 1000))
+
+    def refuses_url_purge(self, lane: Lane) -> bool:
+        return bool(self.redis.exists(keys.no_url_purge(lane.zone, lane.env.encode())))
+
     # -- dead letters ----------------------------------------------------------------------
 
     def dead_letters(self) -> list[DeadLetter]:
         return [DeadLetter.from_json(raw) for raw in self.redis.lrange(keys.DEAD_LETTERS, 0, -1)]
+
+    def iter_dead_letters(self, page: int = 1000) -> Iterable[tuple[bytes, DeadLetter]]:
+        """Every record with its raw form, oldest first, read a page at a time."""
+        start = 0
+        while True:
+            raws = self.redis.lrange(keys.DEAD_LETTERS, start, start + page - 1)
+            for raw in raws:
+                yield raw, DeadLetter.from_json(raw)
+            if len(raws) < page:
+                return
+            start += page
+
+    def drop_dead_letters(self, raws: Sequence[bytes]) -> int:
+        """Remove these records; returns how many were there."""
+        removed = 0
+        for first in range(0, len(raws), 1000):
+            pipe = self.redis.pipeline(transaction=True)
+            for raw in raws[first : first + 1000]:
+                pipe.lrem(keys.DEAD_LETTERS, 1, raw)
+            removed += sum(int(n) for n in pipe.execute())
+        return removed
+
+    def replay_dead_letters(self, records: Sequence[tuple[bytes, DeadLetter]]) -> int:
+        """Move records back to pending in their lanes, attempts reset. A record is moved only
+        if it is still in the list, in one script, so it is never both dead and pending, nor
+        neither. Returns how many went back."""
+        replayed = 0
+        at = now_ms()
+        for raw, record in records:
+            replayed += int(self._replay(
+                keys=[keys.DEAD_LETTERS, keys.pending(record.lane), keys.attempts(record.lane), keys.LANES],
+                args=[raw, record.item, at, record.lane],
+            ))
+        return replayed
 
     # -- receipts --------------------------------------------------------------------------
 
@@ -369,6 +536,7 @@ class Store:
         for lane in lanes:
             pipe.zcard(keys.pending(lane.id))
             pipe.zrange(keys.pending(lane.id), 0, 0, withscores=True)
+            pipe.lrange(keys.split(lane.id), 0, -1)
         lease_ids = [raw.decode() for raw in self.redis.zrange(keys.LEASES, 0, -1)]
         for lease_id in lease_ids:
             pipe.hmget(keys.lease(lease_id), "lane", "count")
@@ -376,10 +544,16 @@ class Store:
         replies = pipe.execute()
         stats = []
         for i, lane in enumerate(lanes):
-            count, oldest = replies[2 * i], replies[2 * i + 1]
-            stats.append(LaneStats(lane, int(count), oldest[0][1] if oldest else None))
+            count, oldest, splits = replies[3 * i], replies[3 * i + 1], replies[3 * i + 2]
+            oldest_ms = oldest[0][1] if oldest else None
+            for group in splits:
+                flat = json.loads(group)
+                count += len(flat) // 2
+                first = min(float(x) for x in flat[1::2])
+                oldest_ms = first if oldest_ms is None else min(oldest_ms, first)
+            stats.append(LaneStats(lane, int(count), oldest_ms))
         in_flight: dict[str, int] = {}
-        for lane_raw, count in replies[2 * len(lanes) : -1]:
+        for lane_raw, count in replies[3 * len(lanes) : -1]:
             if lane_raw is not None:
                 in_flight[lane_raw.decode()] = in_flight.get(lane_raw.decode(), 0) + int(count or 0)
         return Snapshot(stats, in_flight, int(replies[-1]))
