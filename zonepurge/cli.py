@@ -176,21 +176,132 @@ def _fail(message: str, code: int, as_json: bool, problems: list[str] | None = N
 def status(as_json: bool) -> None:
     """Show what is pending, in flight and dead-lettered, per zone, environment and kind.
 
-    --json prints {"pending", "in_flight", "dead_letters", "lanes": [...]}; each lane has zone,
-    environment, kind, mode, pending, in_flight and oldest_pending_age_s.
+    --json prints {"pending", "in_flight", "dead_letters", "lanes": [...], "paused_zones": [...],
+    "budget": {...}}; each lane has zone, environment, kind, mode, pending, in_flight and
+    oldest_pending_age_s. A zone whose token Cloudflare refuses (401/403) is listed as paused.
     """
+    from zonepurge.status import collect, render_table
+
+    report = collect(_with_runtime(as_json))
+    click.echo(json.dumps(report) if as_json else render_table(report))
+
+
+# -- dead letters ----------------------------------------------------------------------------
+
+
+@main.group("dead-letters", context_settings=_HELP_SETTINGS)
+def dead_letters() -> None:
+    """List, replay or drop the items that will not be purged, and why.
+
+    Every item zonepurge accepted is purged, or it is here with the reason: Cloudflare refused
+    it (with its error code and message), it failed transiently past ZONEPURGE_MAX_ATTEMPTS or
+    ZONEPURGE_MAX_AGE_S, or its environment does not exist.
+    """
+
+
+def _dead_letter_filters(f: Any) -> Any:
+    f = click.option("--zone", "-z", metavar="ZONE_ID", help="Only this zone.")(f)
+    f = click.option("--env", "-e", "environment", metavar="NAME|REF",
+                     help="Only this environment (name, ref, or 'production').")(f)
+    f = click.option("--reason", "-r", metavar="REASON",
+                     help="Only this reason: rejected, gave-up, url-purge-refused, unknown-environment.")(f)
+    f = click.option("--code", type=int, metavar="CODE", help="Only this Cloudflare error code.")(f)
+    return f
+
+
+def _matching(runtime: Any, zone: str | None, environment: str | None, reason: str | None,
+              code: int | None) -> list[Any]:
+    wanted_env = None
+    if environment is not None:
+        wanted_env = {environment}
+        if zone is not None:
+            target = runtime.directory.resolve_or_defer(zone.lower(), environment)
+            wanted_env.add(str(target))
+    return [
+        (raw, record) for raw, record in runtime.store.iter_dead_letters()
+        if (zone is None or record.zone == zone.lower())
+        and (wanted_env is None or record.environment in wanted_env)
+        and (reason is None or record.reason == reason)
+        and (code is None or record.code == code)
+    ]
+
+
+def _with_runtime(as_json: bool) -> Any:
     import redis
 
     from zonepurge.runtime import Runtime, redact_url
-    from zonepurge.status import collect, render_table
 
     runtime = Runtime()
     try:
-        report = collect(runtime.store)
+        runtime.store.redis.ping()
     except (redis.ConnectionError, redis.TimeoutError) as exc:
         _fail(f"cannot reach Redis at {redact_url(runtime.settings.redis_url)} ({type(exc).__name__})",
               EXIT_UNAVAILABLE, as_json)
-    click.echo(json.dumps(report) if as_json else render_table(report))
+    return runtime
+
+
+@dead_letters.command("list", context_settings=_HELP_SETTINGS)
+@_dead_letter_filters
+@click.option("--limit", type=click.IntRange(1), default=None, help="At most this many, newest last.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array of records.")
+def dead_letters_list(zone: str | None, environment: str | None, reason: str | None,
+                      code: int | None, limit: int | None, as_json: bool) -> None:
+    """Show dead letters (each: item, zone, environment, kind, reason, code, message, attempts)."""
+    from zonepurge.items import display_member
+
+    runtime = _with_runtime(as_json)
+    records = [r for _, r in _matching(runtime, zone, environment, reason, code)]
+    if limit is not None:
+        records = records[-limit:]
+    if as_json:
+        click.echo(json.dumps([json.loads(r.to_json()) for r in records]))
+        return
+    if not records:
+        click.echo("no dead letters" + (" match" if any((zone, environment, reason, code)) else ""))
+        return
+    for r in records:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.dead_at))
+        code_text = f" {r.code}" if r.code is not None else ""
+        click.echo(f"{when}  {r.zone}  {r.environment}  {r.kind}/{r.mode}  {r.reason}{code_text}  "
+                   f"attempts {r.attempts}\n    {display_member(r.item)}\n    {r.message}")
+    click.echo(f"{len(records):,} dead letter(s)")
+
+
+def _confirm_scope(all_: bool, zone: str | None, environment: str | None, reason: str | None,
+                   code: int | None) -> None:
+    if not all_ and not any((zone, environment, reason, code is not None)):
+        raise click.UsageError("name what to act on (--zone, --env, --reason, --code) or say --all")
+
+
+@dead_letters.command("replay", context_settings=_HELP_SETTINGS)
+@_dead_letter_filters
+@click.option("--all", "all_", is_flag=True, help="Every dead letter.")
+@click.option("--json", "as_json", is_flag=True, help='Print {"replayed": N}.')
+def dead_letters_replay(zone: str | None, environment: str | None, reason: str | None,
+                        code: int | None, all_: bool, as_json: bool) -> None:
+    """Put dead letters back in the queue (attempts reset), e.g. once a token is fixed."""
+    from zonepurge.lanes import Lane
+
+    _confirm_scope(all_, zone, environment, reason, code)
+    runtime = _with_runtime(as_json)
+    matching = _matching(runtime, zone, environment, reason, code)
+    replayed = runtime.store.replay_dead_letters(matching)
+    for lane_id in {record.lane for _, record in matching}:
+        runtime.scheduler.nudge(Lane.parse(lane_id), delay_s=0)
+    click.echo(json.dumps({"replayed": replayed}) if as_json else f"replayed {replayed:,} dead letter(s)")
+
+
+@dead_letters.command("drop", context_settings=_HELP_SETTINGS)
+@_dead_letter_filters
+@click.option("--all", "all_", is_flag=True, help="Every dead letter.")
+@click.option("--json", "as_json", is_flag=True, help='Print {"dropped": N}.')
+def dead_letters_drop(zone: str | None, environment: str | None, reason: str | None,
+                      code: int | None, all_: bool, as_json: bool) -> None:
+    """Delete dead letters for good."""
+    _confirm_scope(all_, zone, environment, reason, code)
+    runtime = _with_runtime(as_json)
+    dropped = runtime.store.drop_dead_letters([raw for raw, _ in _matching(runtime, zone, environment, reason, code)])
+    click.echo(json.dumps({"dropped": dropped}) if as_json else f"dropped {dropped:,} dead letter(s)")
 
 
 # -- worker ----------------------------------------------------------------------------------

@@ -5,13 +5,17 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from zonepurge.budget import Budget
+from zonepurge.items import Kind
 from zonepurge.lanes import Lane
-from zonepurge.store import Store
+from zonepurge.runtime import Runtime
 
 
-def collect(store: Store, now_s: float | None = None) -> dict[str, Any]:
-    """The status object: integer totals ``pending``, ``in_flight``, ``dead_letters`` and a
-    ``lanes`` list (zone, environment, kind, mode, pending, in_flight, oldest_pending_age_s)."""
+def collect(runtime: Runtime, now_s: float | None = None) -> dict[str, Any]:
+    """The status object: integer totals ``pending``, ``in_flight``, ``dead_letters``; a
+    ``lanes`` list (zone, environment, kind, mode, pending, in_flight, oldest_pending_age_s);
+    ``paused_zones`` (zone, reason, since) and ``budget`` per account and bucket."""
+    store = runtime.store
     snap = store.snapshot()
     now = time.time() if now_s is None else now_s
     rows: dict[str, dict[str, Any]] = {}
@@ -32,11 +36,25 @@ def collect(store: Store, now_s: float | None = None) -> dict[str, Any]:
     for lane_id, count in snap.in_flight_by_lane.items():
         row(Lane.parse(lane_id))["in_flight"] += count
     lanes = sorted(rows.values(), key=lambda r: (r["zone"], r["environment"], r["kind"], r["mode"]))
+    settings = runtime.settings
+    accounts = sorted({settings.account_of(r["zone"]) for r in lanes} | set(settings.accounts))
+    budget = Budget(store.redis, settings)
+    budgets = {
+        account: {
+            state.name: {"tokens": round(state.tokens, 2), "burst": state.burst,
+                         "closed_for_s": round(state.blocked_for_s, 2), "throttles": state.throttles}
+            for kind in (Kind.FILES, Kind.TAGS) for state in budget.state(account, kind)
+        }
+        for account in accounts
+    }
     return {
         "pending": sum(r["pending"] for r in lanes),
         "in_flight": sum(r["in_flight"] for r in lanes),
         "dead_letters": snap.dead_letters,
         "lanes": lanes,
+        "paused_zones": [{"zone": p["zone"], "reason": p["reason"], "since": p["since"]}
+                         for p in store.paused_zones()],
+        "budget": budgets,
     }
 
 
@@ -53,6 +71,15 @@ def _age(seconds: float | None) -> str:
 def render_table(report: dict[str, Any]) -> str:
     head = (f"pending {report['pending']:,}   in flight {report['in_flight']:,}   "
             f"dead letters {report['dead_letters']:,}")
+    for pause in report.get("paused_zones", []):
+        head += (f"\nPAUSED zone {pause['zone']} since "
+                 f"{time.strftime('%H:%M:%S', time.localtime(pause['since']))}: {pause['reason']}")
+    for account, buckets in report.get("budget", {}).items():
+        parts = []
+        for name, b in buckets.items():
+            closed = f", closed {b['closed_for_s']:.0f}s" if b["closed_for_s"] > 0 else ""
+            parts.append(f"{name} {b['tokens']:,.0f}/{b['burst']:,.0f}{closed}")
+        head += f"\nbudget of account {account}: " + ", ".join(parts)
     if not report["lanes"]:
         return head + "\nnothing pending or in flight"
     columns = ["ZONE", "ENVIRONMENT", "KIND", "MODE", "PENDING", "IN FLIGHT", "OLDEST"]

@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 
 import pytest
 
 from tests.conftest import ZONE
+from worker.flush import Flusher
+from zonepurge.lanes import Lane
 from zonepurge.services import free_port
 
 pytestmark = pytest.mark.integration
@@ -106,3 +109,48 @@ def test_help_explains_each_command():
     for command in ([], ["enqueue"], ["status"], ["worker"], ["sandbox"], ["up"]):
         result = cli([*command, "--help"], {})
         assert result.returncode == 0 and "Usage:" in result.stdout
+
+
+def _flush_all(runtime, sender):
+    """Run the flushes the producer queued, an hour ahead so that debounces are over."""
+    flusher = Flusher(runtime, clock=lambda: time.time() + 3600)
+    while sender.sent:
+        flusher.flush(sender.sent.pop(0)[0])
+
+
+def test_dead_letters_list_replay_and_drop(service_env, runtime, sender, sandbox):
+    from producer import Producer
+
+    sandbox.faults(reject_items=[{"match": "bad", "code": 1099, "message": "refused here"}])
+    Producer(runtime).enqueue({"zone": ZONE, "tags": ["bad-1"]})
+    Producer(runtime).enqueue({"zone": ZONE, "environment": "Development", "tags": ["bad-2"]})
+    _flush_all(runtime, sender)
+    listed = json.loads(cli(["dead-letters", "list", "--json"], service_env).stdout)
+    assert sorted(r["item"] for r in listed) == ["bad-1", "bad-2"]
+    assert {(r["reason"], r["code"], r["message"].endswith("refused here)")) for r in listed} == {("rejected", 1099, True)}
+    text = cli(["dead-letters", "list", "-z", ZONE, "-e", "development"], service_env).stdout
+    assert "bad-2" in text and "bad-1" not in text and "1 dead letter(s)" in text
+    assert status(service_env)["dead_letters"] == 2
+
+    refused = cli(["dead-letters", "drop"], service_env)
+    assert refused.returncode == 2 and "--all" in refused.stderr
+
+    sandbox.faults(reject_items=[])
+    replay = cli(["dead-letters", "replay", "-z", ZONE, "-e", "Development", "--json"], service_env)
+    assert json.loads(replay.stdout) == {"replayed": 1}
+    assert status(service_env)["pending"] == 1
+    sender.sent.append((next(iter(runtime.store.lanes())).id, 0))
+    _flush_all(runtime, sender)
+    assert ["bad-2"] in [p["items"] for p in sandbox.purges()]
+
+    assert json.loads(cli(["dead-letters", "drop", "--reason", "rejected", "--json"], service_env).stdout) == {"dropped": 1}
+    assert status(service_env)["dead_letters"] == 0
+
+
+def test_status_says_loudly_that_a_zone_is_paused(service_env, runtime):
+    runtime.store.pause(ZONE, "HTTP 403, the API token is invalid or lacks permission", probe_at=0)
+    runtime.store.enqueue(Lane.parse(f"{ZONE}:@production:tags:purge"), ["a"])
+    report = status(service_env)
+    assert [p["zone"] for p in report["paused_zones"]] == [ZONE]
+    assert "PAUSED zone" in cli(["status"], service_env).stdout
+    assert report["budget"]["default"]["flex"]["burst"] == 500
