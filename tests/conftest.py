@@ -20,6 +20,12 @@ from zonepurge.runtime import Runtime
 from zonepurge.services import SANDBOX_TOKEN, ChildProcess, RedisServer, start_sandbox, start_worker
 from zonepurge.settings import Settings
 
+# The suite runs with its own settings, whatever the user running it has exported.
+for _name in list(os.environ):
+    if _name.startswith(("ZONEPURGE_", "CLOUDFLARE_")) or _name in ("REDIS_URL", "CELERY_BROKER_URL"):
+        if _name != "ZONEPURGE_TEST_REDIS_URL":
+            del os.environ[_name]
+
 ZONE = "023e105f4ecef8ad9ca31a8372d0c353"
 OTHER_ZONE = "0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b"
 
@@ -49,7 +55,13 @@ def redis_urls(redis_base: str) -> dict[str, str]:
 def redis_client(redis_urls: dict[str, str]) -> Iterator[redis.Redis]:
     client = redis.Redis.from_url(redis_urls["REDIS_URL"])
     client.flushdb()
-    redis.Redis.from_url(redis_urls["CELERY_BROKER_URL"]).flushdb()
+    # Queued tasks go, the queue's bindings stay: kombu declares a binding once per connection
+    # and caches that it did, so deleting it would make this process's later sends vanish.
+    broker = redis.Redis.from_url(redis_urls["CELERY_BROKER_URL"])
+    stale = [k for k in broker.scan_iter() if not k.startswith(b"_kombu.binding.")]
+    if stale:
+        broker.delete(*stale)
+    broker.close()
     yield client
     client.close()
 

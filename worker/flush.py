@@ -62,11 +62,14 @@ class Outcome(StrEnum):
 
 
 class Flusher:
-    def __init__(self, runtime: Runtime, clock: Callable[[], float] = time.time,
+    def __init__(self, runtime: Runtime, clock: Callable[[], float] | None = None,
                  sleep: Callable[[float], None] = time.sleep,
                  budget: Budget | None = None) -> None:
+        """``clock`` (seconds) is for tests; without it, the queue's times are Redis's own, so
+        that workers and producers on several hosts agree on them."""
         self.runtime = runtime
-        self.clock = clock
+        self._given_clock = clock
+        self.clock = clock or time.time
         self.sleep = sleep
         self.budget = budget or Budget(runtime.store.redis, runtime.settings)
 
@@ -80,10 +83,13 @@ class Flusher:
             rt.scheduler.nudge(lane, delay_s=min(pause["probe_at"] - self.clock(), MAX_DELAY_S))
             return Outcome.WAITING
         cap = settings.limits.items_per_request(lane.kind)
-        take = rt.store.take(lane, cap, settings.debounce_s, settings.lease_s,
-                             at_ms=int(self.clock() * 1000))
+        at_ms = int(self._given_clock() * 1000) if self._given_clock is not None else None
+        take = rt.store.take(lane, cap, settings.debounce_s, settings.lease_s, at_ms=at_ms)
         if take.status == "empty":
             return Outcome.EMPTY
+        if take.status == "covered":
+            # A pending purge-everything will purge these too; its flush nudges this lane after.
+            return Outcome.WAITING
         if take.status == "wait":
             rt.scheduler.nudge(lane, delay_s=take.wait_s)
             return Outcome.WAITING
@@ -93,6 +99,8 @@ class Flusher:
             # Another full batch is ready: let another worker slot send it meanwhile.
             rt.scheduler.nudge(lane, delay_s=0)
         outcome = self._send(batch)
+        if lane.kind is Kind.EVERYTHING:
+            self._after_everything(batch, outcome)
         if outcome in (Outcome.PURGED, Outcome.SPLIT, Outcome.REDIRECTED, Outcome.DEAD_LETTERED) and (
                 batch.remaining or outcome is Outcome.SPLIT):
             rt.scheduler.nudge(lane, delay_s=0)
@@ -141,6 +149,18 @@ class Flusher:
                  (time.perf_counter() - started) * 1000)
         return Outcome.PURGED
 
+    def _after_everything(self, batch: Batch, outcome: Outcome) -> None:
+        """A purge-everything went out: the items it covered are done. Whatever its outcome,
+        the lanes it held back may go on (with newer items, or with all of theirs if it failed)."""
+        store = self.runtime.store
+        if outcome is Outcome.PURGED:
+            dropped = store.drop_covered(batch.lane, batch.taken_ms)
+            if dropped:
+                log.info("%s: %d pending item(s) of the zone purged by it", batch.lane, dropped)
+        if outcome is not Outcome.WAITING and outcome is not Outcome.RETRYING:
+            for lane in store.covered_lanes(batch.lane):
+                self.runtime.scheduler.nudge(lane, delay_s=0)
+
     def _pay(self, account: str, kind: Kind, items: int) -> float:
         """Take the send's cost from the budget, waiting in this slot for a short wait only.
         Returns 0 once paid, else the wait still ahead (nothing paid)."""
@@ -149,7 +169,7 @@ class Flusher:
             wait = self.budget.acquire(account, kind, items)
             if wait <= 0 or wait > in_slot:
                 return wait
-            self.sleep(wait)
+            self.sleep(max(wait, 0.001))  # a wait of rounding error would otherwise spin
         return self.budget.acquire(account, kind, items)
 
     # -- answers -----------------------------------------------------------------------------

@@ -35,17 +35,17 @@ class Sweeper(threading.Thread):
         super().__init__(name="zonepurge-sweeper", daemon=True)
         self._runtime = runtime
         self._interval = interval_s
-        self._stop = threading.Event()
+        self._halt = threading.Event()  # not _stop: threading.Thread has one
 
     def run(self) -> None:
-        while not self._stop.wait(self._interval):
+        while not self._halt.wait(self._interval):
             try:
                 sweep(self._runtime)
             except Exception:  # Redis restarting, say: try again next round
                 log.warning("sweep failed; will try again", exc_info=True)
 
-    def stop(self) -> None:
-        self._stop.set()
+    def halt(self) -> None:
+        self._halt.set()
 
 
 _sweeper: Sweeper | None = None
@@ -66,4 +66,4 @@ def _start(**_: object) -> None:
 @signals.worker_shutdown.connect
 def _stop(**_: object) -> None:
     if _sweeper is not None:
-        _sweeper.stop()
+        _sweeper.halt()

@@ -8,14 +8,14 @@ from worker.app import FLUSH_TASK, app
 from worker.flush import Flusher
 from zonepurge.runtime import Runtime
 
-_local = threading.Lock()
+_build_lock = threading.Lock()
 _flusher: Flusher | None = None
 
 
 def process_flusher() -> Flusher:
     """The process's Flusher, built on first use (after a prefork child has forked)."""
     global _flusher
-    with _local:
+    with _build_lock:
         if _flusher is None:
             _flusher = Flusher(Runtime())
         return _flusher

@@ -132,8 +132,14 @@ class Budget:
     def specs(self, kind: Kind) -> list[BucketSpec]:
         """The buckets a request of this kind draws from."""
         limits = self._settings.limits
-        own = (BucketSpec("urls", limits.url_rate_per_s, limits.url_burst) if kind is Kind.FILES
-               else BucketSpec("flex", limits.flex_rate_per_s, limits.flex_burst))
+        margin = self._settings.budget_margin_s
+        if kind is Kind.FILES:
+            rate, burst = limits.url_rate_per_s, limits.url_burst
+            # Never smaller than one full request, or a full batch could never be paid for.
+            own = BucketSpec("urls", rate, max(limits.url_items_per_request, burst - rate * margin))
+        else:
+            rate, burst = limits.flex_rate_per_s, limits.flex_burst
+            own = BucketSpec("flex", rate, max(1.0, burst - rate * margin))
         general = self._settings.general_limit_spec
         if general is None:
             return [own]

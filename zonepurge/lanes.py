@@ -91,14 +91,15 @@ class Lane:
         return Lane(self.zone, env or self.env, kind or self.kind, mode or self.mode)
 
     def covering_everything_lanes(self) -> list[Lane]:
-        """The purge-everything lanes that, while pending, make an item of this lane moot.
+        """The purge-everything lanes whose purge would purge this lane's items too.
 
         A hard purge-everything covers hard and soft items, a soft one only soft items; one in
         this environment covers it, and one in production covers every environment of the zone.
         """
         modes = [Mode.PURGE] if self.mode is Mode.PURGE else [Mode.PURGE, Mode.INVALIDATE]
         envs = [self.env] if self.env.is_production else [self.env, PRODUCTION_TARGET]
-        return [Lane(self.zone, e, Kind.EVERYTHING, m) for e in envs for m in modes]
+        lanes = [Lane(self.zone, e, Kind.EVERYTHING, m) for e in envs for m in modes]
+        return [lane for lane in lanes if lane != self]
 
     def __str__(self) -> str:
         return f"zone {self.zone} env {self.env} {self.kind.value} ({self.mode.value})"

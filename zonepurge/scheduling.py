@@ -14,9 +14,10 @@ from zonepurge.lanes import Lane
 from zonepurge.settings import Settings
 from zonepurge.store import Store
 
-# The flag outlives the countdown by this much, so a task lost with its worker cannot keep the
-# lane unflushed for longer; the sweep (worker.sweeper) then queues another.
-_FLAG_MARGIN_S = 30.0
+# The flag outlives the countdown by this much. A task that is lost (its worker died, the broker
+# restarted) keeps the lane from being nudged until the flag expires; the sweep (worker.sweeper)
+# then queues another. Short, because a flag that expires early costs only a duplicate flush.
+_FLAG_MARGIN_S = 10.0
 
 SendFlush = Callable[[str, float], None]
 """Queues flush(lane_id) to run after a delay in seconds."""

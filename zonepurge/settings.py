@@ -60,6 +60,11 @@ class Settings(BaseSettings):
     # A send that must wait for budget this long or less waits in its worker slot; a longer
     # wait gives the batch back and queues the lane's flush for when the budget allows.
     budget_wait_in_slot_s: float = Field(0.5, ge=0, le=10)
+    # zonepurge's buckets are this many seconds' worth of tokens smaller than Cloudflare's.
+    # Cloudflare's bucket starts refilling when the first request *arrives*; if that request was
+    # slower on the wire than the ones after it, a bucket of exactly Cloudflare's size runs a
+    # few tokens ahead of Cloudflare's and earns a 429 (seen on the sandbox at Free limits).
+    budget_margin_s: float = Field(0.1, ge=0, le=10)
 
     # How long a lone item waits for company before it is sent in a partial batch. Long enough
     # for a CMS's burst of publish hooks to share a request, short enough to feel immediate.

@@ -30,14 +30,21 @@ from zonepurge.lanes import Lane
 # Redis's Lua stack takes a few thousand arguments to one command; unpack in slices below that.
 _LUA_SLICE = 1000
 
-_ENQUEUE = """
--- KEYS: pending, lanes, twin pending, covering purge-everything pending keys...
--- ARGV: lane id, now ms, mode, members...
-for i = 4, #KEYS do
-  if redis.call('EXISTS', KEYS[i]) == 1 then
-    return {0, redis.call('ZCARD', KEYS[1]), 1}
-  end
+# Times are Redis's (TIME) unless a caller passes its own (tests): producers and workers on
+# several hosts then agree on "before" and "after", which purge-everything depends on.
+_NOW = """
+local function now_ms(given)
+  local n = tonumber(given)
+  if n then return n end
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
+"""
+
+_ENQUEUE = _NOW + """
+-- KEYS: pending, lanes, twin pending (the same lane in the other mode)
+-- ARGV: lane id, now ms (or ''), mode, members...
+local now = now_ms(ARGV[2])
 local slice = tonumber(%(slice)d)
 local added = 0
 for first = 4, #ARGV, slice do
@@ -57,36 +64,25 @@ for first = 4, #ARGV, slice do
   if #members > 0 then
     local zargs = {}
     for j = 1, #members do
-      zargs[#zargs + 1] = ARGV[2]
+      zargs[#zargs + 1] = now
       zargs[#zargs + 1] = members[j]
     end
     added = added + redis.call('ZADD', KEYS[1], 'NX', unpack(zargs))
   end
 end
 redis.call('SADD', KEYS[2], ARGV[1])
-return {added, redis.call('ZCARD', KEYS[1]), 0}
+return {added, redis.call('ZCARD', KEYS[1])}
 """ % {"slice": _LUA_SLICE}
 
-_ENQUEUE_EVERYTHING = """
--- KEYS: pending, lanes, covering purge-everything pending keys (ARGV[3] of them), subsumed...
--- ARGV: lane id, now ms, number of covering keys, member
-local ncover = tonumber(ARGV[3])
-for i = 3, 2 + ncover do
-  if redis.call('EXISTS', KEYS[i]) == 1 then return {0, 0, 1} end
+_TAKE = _NOW + """
+-- KEYS: pending, lanes, leases, lease, split, covering purge-everything pending keys...
+-- ARGV: lane id, cap, now ms (or ''), debounce ms, lease ms, lease id
+local now = now_ms(ARGV[3])
+-- While a purge-everything that covers this lane is pending, the lane's items wait for it:
+-- once it is purged they are dropped, and if it is not, they go out themselves.
+for i = 6, #KEYS do
+  if redis.call('EXISTS', KEYS[i]) == 1 then return {'covered', 0} end
 end
-local added = redis.call('ZADD', KEYS[1], 'NX', ARGV[2], ARGV[4])
-local moot = 0
-for i = 3 + ncover, #KEYS do
-  moot = moot + redis.call('ZCARD', KEYS[i])
-  redis.call('DEL', KEYS[i])
-end
-redis.call('SADD', KEYS[2], ARGV[1])
-return {added, moot, 0}
-"""
-
-_TAKE = """
--- KEYS: pending, lanes, leases, lease, split
--- ARGV: lane id, cap, now ms, debounce ms, lease deadline ms, lease id
 -- A batch Cloudflare refused and that was halved goes first, whatever its size.
 local split = redis.call('LPOP', KEYS[5])
 local popped
@@ -100,7 +96,6 @@ else
     redis.call('SREM', KEYS[2], ARGV[1])
     return {'empty', 0}
   end
-  local now = tonumber(ARGV[3])
   if n < tonumber(ARGV[2]) then
     local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
     local due = tonumber(oldest[2]) + tonumber(ARGV[4])
@@ -109,10 +104,10 @@ else
   popped = redis.call('ZPOPMIN', KEYS[1], tonumber(ARGV[2]))
   n = n - #popped / 2
 end
-redis.call('HSET', KEYS[4], 'lane', ARGV[1], 'taken_at', ARGV[3], 'count', #popped / 2,
+redis.call('HSET', KEYS[4], 'lane', ARGV[1], 'taken_at', tostring(now), 'count', #popped / 2,
            'origin', origin, 'members', cjson.encode(popped))
-redis.call('ZADD', KEYS[3], ARGV[5], ARGV[6])
-local reply = {'taken', n + redis.call('LLEN', KEYS[5])}
+redis.call('ZADD', KEYS[3], now + tonumber(ARGV[5]), ARGV[6])
+local reply = {'taken', n + redis.call('LLEN', KEYS[5]), origin, tostring(now)}
 for i = 1, #popped do reply[#reply + 1] = popped[i] end
 return reply
 """
@@ -164,10 +159,6 @@ class EnqueueResult:
     """Members that were not pending before."""
     pending: int
     """The lane's pending count afterwards."""
-    covered: bool
-    """True when a pending purge-everything made the whole call moot."""
-    moot: int = 0
-    """Items a purge-everything removed from other lanes."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,6 +170,7 @@ class Batch:
     remaining: int
     """Items of the lane still waiting (pending or split) after this batch was taken."""
     origin: Literal["pending", "split"] = "pending"
+    taken_ms: float = 0.0
 
     def scores(self) -> dict[str, float]:
         return dict(zip(self.members, self.enqueued_ms, strict=True))
@@ -206,7 +198,7 @@ class Settlement:
 
 @dataclass(frozen=True, slots=True)
 class Take:
-    status: Literal["empty", "wait", "taken"]
+    status: Literal["empty", "wait", "covered", "taken"]
     wait_s: float = 0.0
     batch: Batch | None = None
 
@@ -257,7 +249,6 @@ class Store:
     def __init__(self, client: redis.Redis) -> None:
         self.redis = client
         self._enqueue = client.register_script(_ENQUEUE)
-        self._enqueue_everything = client.register_script(_ENQUEUE_EVERYTHING)
         self._take = client.register_script(_TAKE)
         self._release = client.register_script(_RELEASE)
         self._replay = client.register_script(_REPLAY)
@@ -266,41 +257,41 @@ class Store:
 
     def enqueue(self, lane: Lane, members: Sequence[str], at_ms: int | None = None) -> EnqueueResult:
         """Add members to a lane's pending set; see the module docstring for what is dropped."""
-        if lane.kind is Kind.EVERYTHING:
-            return self._add_everything(lane, at_ms or now_ms())
         twin = lane.with_(mode=Mode.PURGE if lane.mode is Mode.INVALIDATE else Mode.INVALIDATE)
-        cover = [keys.pending(c.id) for c in lane.covering_everything_lanes()]
-        added, pending, covered = self._enqueue(
-            keys=[keys.pending(lane.id), keys.LANES, keys.pending(twin.id), *cover],
-            args=[lane.id, at_ms or now_ms(), lane.mode.value, *members],
+        added, pending = self._enqueue(
+            keys=[keys.pending(lane.id), keys.LANES, keys.pending(twin.id)],
+            args=[lane.id, "" if at_ms is None else at_ms, lane.mode.value, *members],
         )
-        return EnqueueResult(int(added), int(pending), bool(covered))
+        return EnqueueResult(int(added), int(pending))
 
-    def _add_everything(self, lane: Lane, at_ms: int) -> EnqueueResult:
-        cover = [c for c in lane.covering_everything_lanes() if c != lane]
-        subsumed = [other for other in self.lanes() if self._subsumes(lane, other)]
-        added, moot, covered = self._enqueue_everything(
-            keys=[
-                keys.pending(lane.id),
-                keys.LANES,
-                *(keys.pending(c.id) for c in cover),
-                *(keys.pending(s.id) for s in subsumed),
-            ],
-            args=[lane.id, at_ms, len(cover), EVERYTHING_MEMBER],
-        )
-        return EnqueueResult(int(added), 1, bool(covered), int(moot))
+    def covered_lanes(self, everything: Lane) -> list[Lane]:
+        """The lanes whose items a purge-everything in ``everything`` purges too."""
+        return [other for other in self.lanes() if self._subsumes(everything, other)]
+
+    def drop_covered(self, everything: Lane, sent_at_ms: float) -> int:
+        """A purge-everything was purged: drop the items it covered, those first enqueued
+        before it was taken. Items enqueued since are kept: their content may have changed."""
+        lanes = self.covered_lanes(everything)
+        if not lanes:
+            return 0
+        pipe = self.redis.pipeline(transaction=True)
+        for other in lanes:
+            pipe.zremrangebyscore(keys.pending(other.id), "-inf", sent_at_ms)
+        return sum(int(n) for n in pipe.execute())
 
     @staticmethod
     def _subsumes(everything: Lane, other: Lane) -> bool:
-        """Whether a pending purge-everything in ``everything`` makes ``other``'s items moot.
-
-        Items another lane already handed to a worker are not touched: they are on their way.
-        """
+        """Whether a purge-everything in ``everything`` purges ``other``'s items too."""
         if other == everything or other.zone != everything.zone:
             return False
         if not (everything.env.is_production or other.env == everything.env):
             return False
         return everything.mode is Mode.PURGE or other.mode is Mode.INVALIDATE
+
+    def server_ms(self) -> int:
+        """Redis's clock, which every producer and worker shares."""
+        seconds, micros = self.redis.time()
+        return seconds * 1000 + micros // 1000
 
     def lanes(self) -> list[Lane]:
         return [Lane.parse(raw.decode()) for raw in self.redis.smembers(keys.LANES)]
@@ -319,22 +310,26 @@ class Store:
     def take(self, lane: Lane, cap: int, debounce_s: float, lease_s: float,
              at_ms: int | None = None) -> Take:
         """Lease up to ``cap`` of the oldest members, once a full batch or the oldest is due."""
-        at = at_ms or now_ms()
         lease_id = uuid.uuid4().hex
+        cover = [keys.pending(c.id) for c in lane.covering_everything_lanes()]
         reply = self._take(
             keys=[keys.pending(lane.id), keys.LANES, keys.LEASES, keys.lease(lease_id),
-                  keys.split(lane.id)],
-            args=[lane.id, cap, at, int(debounce_s * 1000), at + int(lease_s * 1000), lease_id],
+                  keys.split(lane.id), *cover],
+            args=[lane.id, cap, "" if at_ms is None else at_ms, int(debounce_s * 1000),
+                  int(lease_s * 1000), lease_id],
         )
         status = reply[0].decode()
-        if status == "empty":
-            return Take("empty")
+        if status in ("empty", "covered"):
+            return Take(status)
         if status == "wait":
             return Take("wait", wait_s=float(reply[1]) / 1000)
-        flat = reply[2:]
+        origin = reply[2].decode()
+        taken_ms = float(reply[3])
+        flat = reply[4:]
         members = [m.decode() for m in flat[0::2]]
         scores = [float(s) for s in flat[1::2]]
-        return Take("taken", batch=Batch(lease_id, lane, members, scores, int(reply[1])))
+        return Take("taken", batch=Batch(lease_id, lane, members, scores, int(reply[1]),
+                                         origin=origin, taken_ms=taken_ms))
 
     def settle(self, batch: Batch, dead: Iterable[DeadLetter] = ()) -> bool:
         """The batch was purged (or, for ``dead``, refused)."""
@@ -410,7 +405,7 @@ class Store:
 
     def release_expired(self, at_ms: int | None = None, limit: int = 100) -> list[Lane]:
         """Release leases whose deadline has passed (their worker died or hung)."""
-        expired = self.redis.zrangebyscore(keys.LEASES, "-inf", at_ms or now_ms(), start=0, num=limit)
+        expired = self.redis.zrangebyscore(keys.LEASES, "-inf", at_ms or self.server_ms(), start=0, num=limit)
         lanes = []
         for raw in expired:
             lease_id = raw.decode()

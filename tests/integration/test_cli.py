@@ -139,7 +139,7 @@ def test_dead_letters_list_replay_and_drop(service_env, runtime, sender, sandbox
     replay = cli(["dead-letters", "replay", "-z", ZONE, "-e", "Development", "--json"], service_env)
     assert json.loads(replay.stdout) == {"replayed": 1}
     assert status(service_env)["pending"] == 1
-    sender.sent.append((next(iter(runtime.store.lanes())).id, 0))
+    sender.sent.extend((lane.id, 0) for lane in runtime.store.lanes())  # what the CLI's nudge queued
     _flush_all(runtime, sender)
     assert ["bad-2"] in [p["items"] for p in sandbox.purges()]
 
@@ -153,4 +153,4 @@ def test_status_says_loudly_that_a_zone_is_paused(service_env, runtime):
     report = status(service_env)
     assert [p["zone"] for p in report["paused_zones"]] == [ZONE]
     assert "PAUSED zone" in cli(["status"], service_env).stdout
-    assert report["budget"]["default"]["flex"]["burst"] == 500
+    assert report["budget"]["default"]["flex"]["burst"] == 500 - 50 * 0.1  # Enterprise, less the margin

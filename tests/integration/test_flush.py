@@ -234,3 +234,18 @@ def test_an_environment_that_cannot_be_checked_at_enqueue_is_dead_lettered_by_th
     assert drain(Flusher(online, clock=far_future), sender) == [Outcome.DEAD_LETTERED]
     [record] = online.store.dead_letters()
     assert record.reason == "unknown-environment" and "Nowhere" in record.message
+
+
+def test_a_purge_everything_goes_first_and_the_items_it_covers_are_not_sent(producer, flusher, sender, sandbox, runtime):
+    staging = sandbox.environments(ZONE)["Staging"]
+    producer.enqueue({"zone": ZONE, "environment": "Staging", "tags": ["a", "b"]})
+    producer.enqueue({"zone": ZONE, "environment": "Staging", "hosts": ["www.example.com"]})
+    producer.enqueue({"zone": ZONE, "environment": "Development", "tags": ["dev"]})
+    producer.enqueue({"zone": ZONE, "environment": "Staging", "purge_everything": True})
+    outcomes = drain(flusher, sender)
+    assert Outcome.PURGED in outcomes
+    seen = [(p["environment"], p["kind"], p["items"]) for p in sandbox.purges()]
+    assert (staging, "purge_everything", []) in seen
+    assert not any(env == staging and kind != "purge_everything" for env, kind, _ in seen)
+    assert any(kind == "tags" and items == ["dev"] for _, kind, items in seen)
+    assert runtime.store.snapshot().lanes == [] or all(s.pending == 0 for s in runtime.store.snapshot().lanes)

@@ -46,46 +46,58 @@ def test_a_pending_hard_purge_makes_a_soft_purge_moot(store):
     assert pending(store, lane(mode=Mode.INVALIDATE)) == 2  # b, c
 
 
-def test_everything_in_an_environment_makes_its_pending_items_moot(store):
-    store.enqueue(lane(env=STAGING), ["a", "b"])
-    store.enqueue(lane(env=STAGING, kind=Kind.TAGS, mode=Mode.INVALIDATE), ["t"])
-    store.enqueue(lane(env=DEV), ["a"])
-    store.enqueue(lane(), ["a"])
-    result = store.enqueue(lane(env=STAGING, kind=Kind.EVERYTHING), ["*"])
-    assert (result.added, result.moot) == (1, 3)
-    assert pending(store, lane(env=STAGING)) == 0
-    assert pending(store, lane(env=DEV)) == 1 and pending(store, lane()) == 1
-    later = store.enqueue(lane(env=STAGING), ["z"])
-    assert later.covered and later.added == 0
+def take_now(store, some_lane, at_ms=10_000_000, cap=500):
+    return store.take(some_lane, cap=cap, debounce_s=0, lease_s=60, at_ms=at_ms)
+
+
+def test_a_pending_everything_holds_back_the_items_it_covers(store):
+    store.enqueue(lane(env=STAGING), ["a", "b"], at_ms=1000)
+    store.enqueue(lane(env=DEV), ["a"], at_ms=1000)
+    store.enqueue(lane(env=STAGING, kind=Kind.EVERYTHING), ["*"], at_ms=2000)
+    assert take_now(store, lane(env=STAGING)).status == "covered"
+    assert take_now(store, lane(env=DEV)).status == "taken"  # another environment goes on
+
+
+def test_a_purged_everything_drops_what_it_covered_and_keeps_what_came_after(store):
+    store.enqueue(lane(env=STAGING), ["old"], at_ms=1000)
+    store.enqueue(lane(env=STAGING, kind=Kind.TAGS, mode=Mode.INVALIDATE), ["t"], at_ms=1000)
+    store.enqueue(lane(env=STAGING, kind=Kind.EVERYTHING), ["*"], at_ms=2000)
+    everything = take_now(store, lane(env=STAGING, kind=Kind.EVERYTHING), at_ms=3000).batch
+    store.enqueue(lane(env=STAGING), ["new"], at_ms=4000)  # after it was sent: kept
+    store.settle(everything)
+    assert store.drop_covered(everything.lane, everything.taken_ms) == 2
+    assert take_now(store, lane(env=STAGING)).batch.members == ["new"]
+
+
+def test_a_failed_everything_lets_the_covered_items_go_out_themselves(store):
+    store.enqueue(lane(env=STAGING), ["a"], at_ms=1000)
+    store.enqueue(lane(env=STAGING, kind=Kind.EVERYTHING), ["*"], at_ms=2000)
+    everything = take_now(store, lane(env=STAGING, kind=Kind.EVERYTHING)).batch
+    store.settle(everything, dead=[])  # e.g. dead-lettered: nothing is dropped
+    assert take_now(store, lane(env=STAGING)).batch.members == ["a"]
 
 
 def test_everything_in_production_covers_every_environment_of_the_zone(store):
-    store.enqueue(lane(env=STAGING), ["a"])
-    store.enqueue(lane(env=DEV, kind=Kind.TAGS), ["t"])
-    store.enqueue(lane(zone=OTHER_ZONE), ["a"])
-    result = store.enqueue(lane(kind=Kind.EVERYTHING), ["*"])
-    assert result.moot == 2
-    assert store.enqueue(lane(env=DEV), ["new"]).covered
-    assert store.enqueue(lane(env=STAGING, kind=Kind.EVERYTHING), ["*"]).covered
-    assert pending(store, lane(zone=OTHER_ZONE)) == 1
+    store.enqueue(lane(env=STAGING), ["a"], at_ms=1000)
+    store.enqueue(lane(env=DEV, kind=Kind.TAGS), ["t"], at_ms=1000)
+    store.enqueue(lane(env=DEV, kind=Kind.EVERYTHING), ["*"], at_ms=1000)
+    store.enqueue(lane(zone=OTHER_ZONE), ["a"], at_ms=1000)
+    store.enqueue(lane(kind=Kind.EVERYTHING), ["*"], at_ms=2000)
+    for held in (lane(env=STAGING), lane(env=DEV, kind=Kind.TAGS), lane(env=DEV, kind=Kind.EVERYTHING)):
+        assert take_now(store, held).status == "covered"
+    assert take_now(store, lane(zone=OTHER_ZONE)).status == "taken"
+    everything = take_now(store, lane(kind=Kind.EVERYTHING), at_ms=3000).batch
+    assert store.drop_covered(everything.lane, everything.taken_ms) == 3
 
 
 def test_a_soft_everything_leaves_hard_purges_alone(store):
-    store.enqueue(lane(), ["hard"])
-    store.enqueue(lane(mode=Mode.INVALIDATE), ["soft"])
-    result = store.enqueue(lane(kind=Kind.EVERYTHING, mode=Mode.INVALIDATE), ["*"])
-    assert result.moot == 1
-    assert pending(store, lane()) == 1
-    assert not store.enqueue(lane(), ["hard2"]).covered
-    assert store.enqueue(lane(mode=Mode.INVALIDATE), ["soft2"]).covered
-
-
-def test_items_enqueued_after_everything_was_taken_are_kept(store):
-    store.enqueue(lane(kind=Kind.EVERYTHING), ["*"])
-    taken = store.take(lane(kind=Kind.EVERYTHING), 1, debounce_s=0, lease_s=60)
-    assert taken.status == "taken"
-    result = store.enqueue(lane(), ["changed-after"])
-    assert result.added == 1 and not result.covered
+    store.enqueue(lane(), ["hard"], at_ms=1000)
+    store.enqueue(lane(mode=Mode.INVALIDATE), ["soft"], at_ms=1000)
+    store.enqueue(lane(kind=Kind.EVERYTHING, mode=Mode.INVALIDATE), ["*"], at_ms=2000)
+    assert take_now(store, lane()).status == "taken"
+    assert take_now(store, lane(mode=Mode.INVALIDATE)).status == "covered"
+    store.enqueue(lane(kind=Kind.EVERYTHING), ["*"], at_ms=2500)  # a hard one makes the soft one moot
+    assert pending(store, lane(kind=Kind.EVERYTHING, mode=Mode.INVALIDATE)) == 0
 
 
 def test_take_waits_for_a_full_batch_or_the_debounce(store):
