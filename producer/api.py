@@ -18,7 +18,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import redis
@@ -51,6 +51,9 @@ class Receipt:
     """Items already pending, repeated within the request, or covered by a pending hard
     purge or purge-everything."""
     created_at: float
+    warnings: list[str] = field(default_factory=list)
+    """Things the caller should know: the environment could not be checked yet, the broker
+    could not be told (a worker's sweep will find the items)."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -66,38 +69,61 @@ class Producer:
         """Validate and enqueue one request atomically: all of its items or none."""
         if not isinstance(request, PurgeRequest):
             request = PurgeRequest.parse(dict(request))
-        target = self._resolve(request.zone, request.environment)
+        target, warnings = self.resolve(request.zone, request.environment)
         lane = Lane(request.zone, target, request.kind, request.mode)
         members = request.members
         with self._redis_errors(stored=0):
             result = self.runtime.store.enqueue(lane, members)
-            self.runtime.scheduler.nudge(lane, result.pending)
-            return self._receipt(lane, len(members), result.added)
+        self._nudge(lane, result.pending, warnings)
+        return self._receipt(lane, len(members), result.added, warnings)
 
-    def enqueue_chunks(self, zone: str, environment: str | None, kind: Kind, mode: Mode,
-                       chunks: Iterable[list[str]], on_chunk: Any = None) -> Receipt:
+    def resolve(self, zone: str, environment: str | None) -> tuple[EnvTarget, list[str]]:
+        """The environment's target, and a warning when it could not be checked now.
+
+        Raises UnknownEnvironmentError when Cloudflare's list does not have it.
+        """
+        with self._redis_errors(stored=0):
+            target, why = self.runtime.directory.resolve_or_defer(zone, environment)
+        if why is None:
+            return target, []
+        return target, [f"environment {environment!r} could not be checked now ({why}); a worker "
+                        "will resolve it, or dead-letter the items if the zone has no such environment"]
+
+    def enqueue_chunks(self, zone: str, target: EnvTarget, kind: Kind, mode: Mode,
+                       chunks: Iterable[list[str]], on_chunk: Any = None,
+                       warnings: list[str] | None = None) -> Receipt:
         """Enqueue pre-validated members chunk by chunk (``producer.bulk`` validates first).
 
         Each chunk is atomic; if Redis fails midway, UnavailableError says how many items
         were stored before it did.
         """
-        lane = Lane(zone, self._resolve(zone, environment), kind, mode)
+        lane = Lane(zone, target, kind, mode)
+        warnings = list(warnings or [])
         items = accepted = 0
         with self._redis_errors(stored=lambda: items):
             for chunk in chunks:
                 result = self.runtime.store.enqueue(lane, chunk)
                 items += len(chunk)
                 accepted += result.added
-                self.runtime.scheduler.nudge(lane, result.pending)
+                self._nudge(lane, result.pending, warnings)
                 if on_chunk is not None:
                     on_chunk(items, accepted)
-            return self._receipt(lane, items, accepted)
+        return self._receipt(lane, items, accepted, warnings)
 
-    def _resolve(self, zone: str, environment: str | None) -> EnvTarget:
-        with self._redis_errors(stored=0):
-            return self.runtime.directory.resolve_or_defer(zone, environment)
+    def _nudge(self, lane: Lane, pending: int, warnings: list[str]) -> None:
+        """Ask for a flush. The items are stored already: if the broker cannot be reached, they
+        are safe, and a worker's sweep queues their flush within ZONEPURGE_SWEEP_INTERVAL_S."""
+        try:
+            self.runtime.scheduler.nudge(lane, pending)
+        except Exception as exc:
+            if not _is_connection_failure(exc):
+                raise
+            note = (f"the broker could not be told ({type(exc).__name__}); the items are stored "
+                    "and a worker's sweep will send them")
+            if note not in warnings:
+                warnings.append(note)
 
-    def _receipt(self, lane: Lane, items: int, accepted: int) -> Receipt:
+    def _receipt(self, lane: Lane, items: int, accepted: int, warnings: list[str]) -> Receipt:
         receipt = Receipt(
             id=uuid.uuid4().hex,
             zone=lane.zone,
@@ -109,8 +135,11 @@ class Producer:
             accepted=accepted,
             already_pending=items - accepted,
             created_at=time.time(),
+            warnings=warnings,
         )
-        self.runtime.store.save_receipt(receipt.id, receipt.to_dict(), self.runtime.settings.receipt_ttl_s)
+        with self._redis_errors(stored=items):
+            self.runtime.store.save_receipt(receipt.id, receipt.to_dict(),
+                                            self.runtime.settings.receipt_ttl_s)
         return receipt
 
     @contextmanager

@@ -42,7 +42,7 @@ def validate_lines(kind: Kind, lines: Iterable[str], spool: IO[str],
     """Pass 1: write each line's member to ``spool``; RequestError if any line is bad."""
     problems: list[str] = []
     bad = count = 0
-    for number, line in enumerate(lines, start=1):
+    for number, line in _numbered(lines):
         text = line.strip()
         if not text or text.startswith("#"):
             continue
@@ -66,6 +66,22 @@ def validate_lines(kind: Kind, lines: Iterable[str], spool: IO[str],
     if count == 0:
         raise RequestError(["the file holds no items (only blank or comment lines)"])
     return count
+
+
+def _numbered(lines: Iterable[str]) -> Iterator[tuple[int, str]]:
+    """Lines with their numbers; text that is not UTF-8 refuses the file, naming the line."""
+    iterator = iter(lines)
+    number = 0
+    while True:
+        number += 1
+        try:
+            line = next(iterator)
+        except StopIteration:
+            return
+        except UnicodeDecodeError as exc:
+            raise RequestError([f"near line {number}: not UTF-8 text ({exc.reason}); "
+                                "nothing was enqueued"]) from None
+        yield number, line.removeprefix("\ufeff") if number == 1 else line
 
 
 def _chunks(spool: IO[str], size: int) -> Iterator[list[str]]:
@@ -102,6 +118,8 @@ def enqueue_lines(
         problems.append("kind: purge everything takes no file of items")
     if problems:
         raise RequestError(problems)
+    # The environment first: a misspelt one is refused before a million lines are read.
+    target, warnings = producer.resolve(zone, environment)
     chunk = producer.runtime.settings.enqueue_chunk
     with tempfile.TemporaryFile("w+", encoding="utf-8") as spool:
         total = validate_lines(kind, lines, spool, progress)
@@ -111,4 +129,5 @@ def enqueue_lines(
             if progress is not None:
                 progress(Progress("enqueueing", done, total, accepted))
 
-        return producer.enqueue_chunks(zone, environment, kind, mode, _chunks(spool, chunk), on_chunk)
+        return producer.enqueue_chunks(zone, target, kind, mode, _chunks(spool, chunk), on_chunk,
+                                       warnings)

@@ -1,7 +1,7 @@
 """The ``zonepurge`` command.
 
-Exit status: 0 done; 1 refused (bad input, unknown environment); 2 usage error (click's);
-3 Redis or the broker unreachable (the message says how much was stored).
+Exit status: 0 done; 1 refused (bad input, unknown environment); 2 usage or configuration
+error; 3 Redis or the broker unreachable (the message says how much was stored).
 """
 
 from __future__ import annotations
@@ -18,12 +18,32 @@ import click
 from zonepurge.items import Kind, Mode
 
 EXIT_REFUSED = 1
+EXIT_CONFIG = 2  # click's own code for usage errors: both mean "fix how you called it"
 EXIT_UNAVAILABLE = 3
 
 _HELP_SETTINGS = dict(help_option_names=["-h", "--help"], max_content_width=100)
 
 
-@click.group(context_settings=_HELP_SETTINGS)
+class _Main(click.Group):
+    """Turns a bad setting into one clear line instead of a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        from pydantic import ValidationError
+        from pydantic_settings import SettingsError
+
+        try:
+            return super().invoke(ctx)
+        except (ValidationError, SettingsError) as exc:
+            if isinstance(exc, ValidationError) and exc.title != "Settings":
+                raise
+            from zonepurge.settings import describe_settings_error
+
+            for line in describe_settings_error(exc):
+                click.echo(f"configuration error: {line}", err=True)
+            sys.exit(EXIT_CONFIG)
+
+
+@click.group(cls=_Main, context_settings=_HELP_SETTINGS)
 @click.version_option(package_name="zonepurge")
 def main() -> None:
     """A purge queue for Cloudflare zones and their environments.
@@ -48,14 +68,14 @@ def main() -> None:
 @click.option("--prefix", "prefixes", multiple=True, metavar="HOST/PATH", help="A prefix (repeatable).")
 @click.option("--everything", is_flag=True, help="Purge everything in the environment "
               "(in production: in every environment of the zone).")
-@click.option("--from-file", "from_file", type=click.File("r", encoding="utf-8", lazy=False),
+@click.option("--from-file", "from_file", type=click.File("r", encoding="utf-8-sig", lazy=False),
               metavar="PATH", help="Read items from a file, one per line ('-' for stdin).")
 @click.option("--kind", type=click.Choice([k.value for k in Kind if k is not Kind.EVERYTHING]),
               default=None, help="What the lines of --from-file are [default: files].")
 @click.option("--invalidate", is_flag=True,
               help="Soft purge: mark stale and revalidate instead of evicting (invalidate_cache).")
 @click.option("--json", "as_json", is_flag=True, help="Print the receipt as JSON.")
-@click.option("--quiet", "-q", is_flag=True, help="No progress or summary on stderr.")
+@click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors and warnings.")
 def enqueue(zone: str, environment: str | None, urls: tuple[str, ...], tags: tuple[str, ...],
             hosts: tuple[str, ...], prefixes: tuple[str, ...], everything: bool,
             from_file: Any, kind: str | None, invalidate: bool, as_json: bool, quiet: bool) -> None:
@@ -120,9 +140,11 @@ def enqueue(zone: str, environment: str | None, urls: tuple[str, ...], tags: tup
         progress_line.clear()
         _fail(str(exc), EXIT_UNAVAILABLE, as_json)
     progress_line.clear()
+    for warning in receipt.warnings:
+        click.echo(f"warning: {warning}", err=True)
     if as_json:
         click.echo(json.dumps(receipt.to_dict()))
-    else:
+    elif not quiet:
         click.echo(
             f"accepted {receipt.accepted:,} new item(s), {receipt.already_pending:,} already pending "
             f"({receipt.kind}, {receipt.mode}, zone {receipt.zone}, environment {_environment(receipt)}); "
@@ -215,7 +237,7 @@ def _matching(runtime: Any, zone: str | None, environment: str | None, reason: s
     if environment is not None:
         wanted_env = {environment}
         if zone is not None:
-            target = runtime.directory.resolve_or_defer(zone.lower(), environment)
+            target, _ = runtime.directory.resolve_or_defer(zone.lower(), environment)
             wanted_env.add(str(target))
     return [
         (raw, record) for raw, record in runtime.store.iter_dead_letters()

@@ -44,7 +44,7 @@ class EnvironmentDirectory:
         Raises UnknownEnvironmentError when Cloudflare's list does not have it, and
         CloudflareError when the list cannot be had (no token, network, permission).
         """
-        if wanted is None or wanted.strip() == "":
+        if wanted is None:
             return PRODUCTION_TARGET
         production = self._settings.production_name(zone)
         if wanted.casefold() == production.casefold():
@@ -58,13 +58,14 @@ class EnvironmentDirectory:
                 raise UnknownEnvironmentError(zone, wanted, fresh)
         return found
 
-    def resolve_or_defer(self, zone: str, wanted: str | None) -> EnvTarget:
+    def resolve_or_defer(self, zone: str, wanted: str | None) -> tuple[EnvTarget, str | None]:
         """Like ``resolve``, but when the list cannot be fetched, a target that names the
-        environment for the worker to resolve later (or dead-letter with the reason)."""
+        environment for the worker to resolve later (or dead-letter with the reason), and why
+        it could not be checked now."""
         try:
-            return self.resolve(zone, wanted)
-        except CloudflareError:
-            return EnvTarget(name=wanted)
+            return self.resolve(zone, wanted), None
+        except CloudflareError as exc:
+            return EnvTarget(name=wanted), str(exc)
 
     def refresh(self, zone: str) -> list[Environment]:
         client = self._client_factory()

@@ -83,16 +83,19 @@ def normalize_host(host: str) -> str:
             raise ItemError(f"invalid IPv6 address {_short(host)!r}") from None
     if _FORBIDDEN_CHARS.search(host):
         raise ItemError("host contains whitespace or control characters")
-    lowered = host.lower().rstrip(".")
-    if not lowered.isascii():
+    lowered = host.lower()
+    # "example.com." is another Host header than "example.com", and may be another cache key:
+    # kept apart (purging both is safe; merging them could leave one stale).
+    dot = "." if lowered.endswith(".") else ""
+    core = lowered.removesuffix(".")
+    if not core.isascii():
         try:
-            lowered = lowered.encode("idna").decode("ascii")
+            core = core.encode("idna").decode("ascii")
         except UnicodeError:
             raise ItemError(f"host {_short(host)!r} is not a valid internationalised name") from None
-    labels = lowered.split(".")
-    if not all(_LABEL.match(label) for label in labels):
+    if not all(_LABEL.match(label) for label in core.split(".")):
         raise ItemError(f"host {_short(host)!r} is not a valid hostname")
-    return lowered
+    return core + dot
 
 
 def normalize_url(url: str) -> str:
@@ -118,8 +121,8 @@ def normalize_url(url: str) -> str:
         raise ItemError(f"URL {_short(url)!r} must start with http:// or https://")
     if parts.username is not None or parts.password is not None:
         raise ItemError(f"URL {_short(url)!r} must not contain user information")
-    raw_host = parts.netloc.rsplit(":", 1)[0] if port is not None else parts.netloc
-    host = normalize_host(raw_host)
+    hostname = parts.hostname or ""
+    host = normalize_host(f"[{hostname}]" if ":" in hostname else hostname)
     netloc = host if port in (None, _DEFAULT_PORTS[scheme]) else f"{host}:{port}"
     path = parts.path or "/"
     query = f"?{parts.query}" if parts.query else ""

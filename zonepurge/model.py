@@ -60,7 +60,8 @@ def check_environment(value: str | None) -> str | None:
         return None
     stripped = value.strip()
     if not stripped:
-        return None
+        # An empty $ENV must not quietly mean production.
+        raise ValueError("environment is empty; leave it out for production, or name one")
     if len(stripped) > MAX_ENVIRONMENT_LENGTH or any(ord(c) < 32 or c == "\x7f" for c in stripped):
         raise ValueError("environment must be a name or ref of at most 256 printable characters")
     return stripped

@@ -20,13 +20,11 @@ from zonepurge.scheduling import FlushScheduler, SendFlush, celery_sender
 
 
 def redact_url(url: str) -> str:
-    """A Redis or broker URL without its password, for messages."""
+    """A Redis or broker URL without its user and password, for messages."""
     parts = urlsplit(url)
-    if parts.password is None:
+    if "@" not in parts.netloc:
         return url
-    host = parts.hostname or ""
-    netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
+    return urlunsplit(parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1]))
 
 
 def connect_redis(settings: Settings) -> redis.Redis:
@@ -60,14 +58,15 @@ class Runtime:
         )
 
     def cloudflare(self) -> CloudflareClient | None:
-        """The API client, or None when no token is set."""
-        if self.settings.cloudflare_api_token is None:
+        """The API client, or None when no token (and no sandbox) is set."""
+        target = self.settings.api_target
+        if target is None:
             return None
         with self._lock:
             if self._client is None:
                 self._client = CloudflareClient(
-                    self.settings.cloudflare_base_url,
-                    self.settings.cloudflare_api_token,
+                    target[0],
+                    target[1],
                     timeout_s=self.settings.http_timeout_s,
                     transport=self._transport,
                 )

@@ -193,7 +193,7 @@ class ChildProcess:
 
 
 SANDBOX_READY = "zonepurge sandbox listening on "
-SANDBOX_TOKEN = "sandbox-token"
+from zonepurge.sandbox.config import DEFAULT_TOKEN as SANDBOX_TOKEN  # noqa: E402
 
 
 def start_sandbox(env: Mapping[str, str] | None = None, extra_args: list[str] | None = None,

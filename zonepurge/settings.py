@@ -11,8 +11,15 @@ import re
 from functools import lru_cache
 from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from zonepurge.plans import PLAN_LIMITS, Plan, PlanLimits
 
@@ -40,6 +47,9 @@ class Settings(BaseSettings):
     cloudflare_base_url: str = Field(
         "https://api.cloudflare.com/client/v4", validation_alias=_env("CLOUDFLARE_BASE_URL")
     )
+    # Where to purge when no CLOUDFLARE_API_TOKEN is set: the sandbox (zonepurge sandbox), with
+    # its token. docker-compose sets it, so that a real token, once given, wins.
+    sandbox_url: str | None = None
     plan: Plan = Plan.ENTERPRISE
 
     # Per-plan overrides; None takes the plan's figure from zonepurge.plans.
@@ -107,6 +117,40 @@ class Settings(BaseSettings):
     def _plan_lower(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value
 
+    @field_validator("cloudflare_api_token", mode="before")
+    @classmethod
+    def _empty_token_is_none(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("redis_url", "celery_broker_url")
+    @classmethod
+    def _redis_scheme(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must be a redis://, rediss:// or unix:// URL, e.g. redis://localhost:6379/0")
+        return value
+
+    @model_validator(mode="after")
+    def _lease_outlives_a_call(self) -> Settings:
+        # A lease that expires while its call is still running sends the batch twice.
+        if self.lease_s <= self.http_timeout_s * 2:
+            raise ValueError(
+                f"ZONEPURGE_LEASE_S ({self.lease_s:g}) must be more than twice "
+                f"ZONEPURGE_HTTP_TIMEOUT_S ({self.http_timeout_s:g})"
+            )
+        return self
+
+    @property
+    def api_target(self) -> tuple[str, SecretStr] | None:
+        """Base URL and token to purge with: Cloudflare's with a token, else the sandbox's if
+        ZONEPURGE_SANDBOX_URL is set, else None."""
+        if self.cloudflare_api_token is not None:
+            return self.cloudflare_base_url, self.cloudflare_api_token
+        if self.sandbox_url:
+            from zonepurge.sandbox.config import DEFAULT_TOKEN
+
+            return self.sandbox_url, SecretStr(DEFAULT_TOKEN)
+        return None
+
     @field_validator("general_limit")
     @classmethod
     def _general_limit_form(cls, value: str) -> str:
@@ -146,6 +190,32 @@ class Settings(BaseSettings):
 
     def production_name(self, zone: str) -> str:
         return self.production_environment_by_zone.get(zone, self.production_environment)
+
+
+def variable_name(field: str) -> str:
+    """The environment variable that sets a field (given by name or by alias)."""
+    for name, info in Settings.model_fields.items():
+        alias = info.validation_alias
+        choices = [str(c) for c in alias.choices] if isinstance(alias, AliasChoices) else []
+        if field == name or field in choices:
+            return choices[0] if choices else "ZONEPURGE_" + name.upper()
+    return field
+
+
+def describe_settings_error(exc: ValidationError | SettingsError) -> list[str]:
+    """One line per bad setting, named as the variable the user set. Never echoes a value: the
+    value might be the token."""
+    if isinstance(exc, SettingsError):
+        match = re.search(r'field "(\w+)"', str(exc))
+        where = variable_name(match.group(1)) if match else "a setting"
+        return [f"{where}: cannot be parsed (JSON expected)"]
+    lines = []
+    for error in exc.errors(include_url=False, include_input=False):
+        loc = error["loc"]
+        where = variable_name(str(loc[0])) if loc else "settings"
+        message = error["msg"].removeprefix("Value error, ")
+        lines.append(f"{where}: {message}")
+    return lines
 
 
 @lru_cache(maxsize=1)

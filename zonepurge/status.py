@@ -20,9 +20,23 @@ def collect(runtime: Runtime, now_s: float | None = None) -> dict[str, Any]:
     now = time.time() if now_s is None else now_s
     rows: dict[str, dict[str, Any]] = {}
 
+    names: dict[str, dict[str, str]] = {}
+
+    def name_of(lane: Lane) -> str | None:
+        """The environment's name from the cached list (no API call), if known."""
+        if lane.env.is_production:
+            return "production"
+        if lane.env.name is not None:
+            return lane.env.name
+        if lane.zone not in names:
+            cached = store.cached_environments(lane.zone) or []
+            names[lane.zone] = {e["ref"]: e["name"] for e in cached}
+        return names[lane.zone].get(lane.env.ref or "")
+
     def row(lane: Lane) -> dict[str, Any]:
         return rows.setdefault(lane.id, {
-            "zone": lane.zone, "environment": str(lane.env), "kind": lane.kind.value,
+            "zone": lane.zone, "environment": str(lane.env), "environment_name": name_of(lane),
+            "kind": lane.kind.value,
             "mode": lane.mode.value, "pending": 0, "in_flight": 0, "oldest_pending_age_s": None,
         })
 
@@ -68,6 +82,11 @@ def _age(seconds: float | None) -> str:
     return f"{seconds / 3600:.1f}h"
 
 
+def _environment(row: dict[str, Any]) -> str:
+    name, ref = row.get("environment_name"), row["environment"]
+    return f"{name} ({ref})" if name and name != ref and name != "production" and not ref.endswith(")") else ref
+
+
 def render_table(report: dict[str, Any]) -> str:
     head = (f"pending {report['pending']:,}   in flight {report['in_flight']:,}   "
             f"dead letters {report['dead_letters']:,}")
@@ -84,7 +103,7 @@ def render_table(report: dict[str, Any]) -> str:
         return head + "\nnothing pending or in flight"
     columns = ["ZONE", "ENVIRONMENT", "KIND", "MODE", "PENDING", "IN FLIGHT", "OLDEST"]
     table = [columns] + [
-        [r["zone"], r["environment"], r["kind"], r["mode"], f"{r['pending']:,}",
+        [r["zone"], _environment(r), r["kind"], r["mode"], f"{r['pending']:,}",
          f"{r['in_flight']:,}", _age(r["oldest_pending_age_s"])]
         for r in report["lanes"]
     ]

@@ -154,3 +154,48 @@ def test_status_says_loudly_that_a_zone_is_paused(service_env, runtime):
     assert [p["zone"] for p in report["paused_zones"]] == [ZONE]
     assert "PAUSED zone" in cli(["status"], service_env).stdout
     assert report["budget"]["default"]["flex"]["burst"] == 500 - 50 * 0.1  # Enterprise, less the margin
+
+
+def test_a_broker_that_is_down_does_not_lose_or_refuse_what_redis_stored(service_env):
+    env = {**service_env, "CELERY_BROKER_URL": f"redis://127.0.0.1:{free_port()}/0"}
+    result = cli(["enqueue", "-z", ZONE, "--tag", "kept", "--json"], env)
+    assert result.returncode == 0, result.stderr
+    assert "the broker could not be told" in result.stderr
+    assert json.loads(result.stdout)["accepted"] == 1
+    assert status(service_env)["pending"] == 1  # a worker's sweep will send it
+
+
+def test_an_environment_that_cannot_be_checked_now_is_accepted_with_a_warning(service_env):
+    env = {k: v for k, v in service_env.items() if not k.startswith("CLOUDFLARE_")}
+    result = cli(["enqueue", "-z", ZONE, "-e", "Staging", "--tag", "a"], env)
+    assert result.returncode == 0
+    assert "could not be checked now" in result.stderr and "dead-letter" in result.stderr
+
+
+def test_an_empty_environment_is_refused_not_taken_for_production(service_env):
+    result = cli(["enqueue", "-z", ZONE, "-e", " ", "--tag", "a"], service_env)
+    assert result.returncode == 1 and "environment is empty" in result.stderr
+
+
+def test_files_that_are_not_utf8_are_refused_and_a_bom_is_fine(service_env, tmp_path):
+    binary = tmp_path / "binary.txt"
+    binary.write_bytes(b"https://www.example.com/a\n\xff\xfe\x00garbage\n")
+    result = cli(["enqueue", "-z", ZONE, "--from-file", str(binary)], service_env)
+    assert result.returncode == 1 and "not UTF-8" in result.stderr
+    assert "Traceback" not in result.stderr
+    bom = tmp_path / "bom.txt"
+    bom.write_bytes("\ufeffhttps://www.example.com/a\n".encode())
+    result = cli(["enqueue", "-z", ZONE, "--from-file", str(bom), "--quiet"], service_env)
+    assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
+    assert status(service_env)["pending"] == 1
+
+
+def test_bad_settings_are_named_without_a_traceback_or_their_values(service_env):
+    env = {**service_env, "ZONEPURGE_PLAN": "gold", "REDIS_URL": "localhost:6379",
+           "ZONEPURGE_ACCOUNTS": "{not json"}
+    result = cli(["status"], env)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert "ZONEPURGE_ACCOUNTS" in result.stderr or "ZONEPURGE_PLAN" in result.stderr
+    result = cli(["status"], {**service_env, "ZONEPURGE_PLAN": "gold", "REDIS_URL": "localhost:6379"})
+    assert "ZONEPURGE_PLAN:" in result.stderr and "REDIS_URL:" in result.stderr

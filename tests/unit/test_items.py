@@ -40,6 +40,12 @@ def test_default_ports_dropped_only_for_their_scheme():
     assert normalize_url("https://a.com:8443/x") == "https://a.com:8443/x"
 
 
+def test_an_empty_port_is_the_default_port_and_a_trailing_dot_is_kept():
+    assert normalize_url("https://www.example.com:/a") == "https://www.example.com/a"
+    assert normalize_url("https://www.example.com./a") == "https://www.example.com./a"
+    assert normalize_url("https://[::1]:8443/a") == "https://[::1]:8443/a"
+
+
 def test_empty_path_is_root_and_idn_hosts_are_ascii():
     assert normalize_url("https://a.com") == "https://a.com/"
     assert normalize_url("https://bücher.example/x") == "https://xn--bcher-kva.example/x"

@@ -64,3 +64,22 @@ def test_many_problems_are_summarised_not_dumped():
         PurgeRequest.parse({"zone": ZONE, "tags": ["bad tag"] * 100})
     assert len(caught.value.problems) == 100
     assert "and 80 more" in str(caught.value)
+
+
+def test_settings_purge_at_cloudflare_with_a_token_else_at_the_sandbox_if_named():
+    from zonepurge.settings import Settings
+
+    assert Settings().api_target is None
+    sandbox = Settings(sandbox_url="http://sandbox:8787/client/v4", cloudflare_api_token="")
+    assert sandbox.api_target[0] == "http://sandbox:8787/client/v4"
+    real = Settings(sandbox_url="http://sandbox:8787/client/v4", cloudflare_api_token="s3cr3t-v4lue")
+    assert real.api_target[0] == "https://api.cloudflare.com/client/v4"
+    assert "s3cr3t-v4lue" not in repr(real)
+
+
+def test_redact_url_hides_user_and_password():
+    from zonepurge.runtime import redact_url
+
+    assert redact_url("redis://user:secret@host:6379/0") == "redis://***@host:6379/0"
+    assert redact_url("redis://:secret@host/0") == "redis://***@host/0"
+    assert redact_url("redis://host:6379/0") == "redis://host:6379/0"
