@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import logging
 
+import threading
+
 from celery import Celery
 
-from zonepurge.settings import get_settings
+from zonepurge.settings import Settings, get_settings
 
 FLUSH_TASK = "zonepurge.flush"
 
 
-def make_app() -> Celery:
-    settings = get_settings()
+def make_app(settings: Settings | None = None) -> Celery:
+    settings = settings or get_settings()
     app = Celery("zonepurge", broker=settings.broker_url, include=["worker.tasks"])
     app.conf.update(
         task_default_queue=settings.queue,
@@ -43,3 +45,18 @@ def make_app() -> Celery:
 logging.getLogger("httpx").setLevel(logging.WARNING)
 
 app = make_app()
+
+_apps: dict[tuple[str, str], Celery] = {}
+_apps_lock = threading.Lock()
+
+
+def app_for(settings: Settings) -> Celery:
+    """The app that sends to ``settings``' broker: the process's own when they agree (a worker,
+    the CLI), else one made for them (a Python producer given its own settings)."""
+    key = (settings.broker_url, settings.queue)
+    if key == (app.conf.broker_url, app.conf.task_default_queue):
+        return app
+    with _apps_lock:
+        if key not in _apps:
+            _apps[key] = make_app(settings)
+        return _apps[key]

@@ -54,7 +54,7 @@ class Runtime:
         self._lock = threading.Lock()
         self.directory = EnvironmentDirectory(self.store, self.settings, self.cloudflare)
         self.scheduler = FlushScheduler(
-            self.store, self.settings, send or celery_sender(self.settings.queue)
+            self.store, self.settings, send or celery_sender(self.settings)
         )
 
     def cloudflare(self) -> CloudflareClient | None:

@@ -45,12 +45,14 @@ class FlushScheduler:
         return True
 
 
-def celery_sender(queue: str) -> SendFlush:
-    """Send flush tasks through the Celery app (imported lazily: producers may never send)."""
+def celery_sender(settings: Settings) -> SendFlush:
+    """Send flush tasks to the settings' broker (Celery imported lazily: a producer may never
+    send)."""
 
     def send(lane_id: str, delay_s: float) -> None:
-        from worker.app import FLUSH_TASK, app
+        from worker.app import FLUSH_TASK, app_for
 
-        app.send_task(FLUSH_TASK, args=[lane_id], countdown=delay_s or None, queue=queue)
+        app_for(settings).send_task(FLUSH_TASK, args=[lane_id], countdown=delay_s or None,
+                                    queue=settings.queue)
 
     return send

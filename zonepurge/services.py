@@ -114,6 +114,12 @@ class RedisServer:
             self.process.wait()
             self.process = None
 
+    def restart(self, timeout_s: float = 20) -> RedisServer:
+        """Crash (SIGKILL) and start again on the same port and directory: what it comes back
+        with is what its persistence kept."""
+        self.kill()
+        return self.start(timeout_s)
+
     def cleanup(self) -> None:
         self.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
@@ -205,10 +211,12 @@ def start_sandbox(env: Mapping[str, str] | None = None, extra_args: list[str] | 
 
 
 def start_worker(env: Mapping[str, str], concurrency: int = 4, pool: str = "threads",
-                 echo: IO[str] | None = None, timeout_s: float = 60) -> ChildProcess:
+                 echo: IO[str] | None = None, timeout_s: float = 60,
+                 loglevel: str = "INFO") -> ChildProcess:
     """Start a real Celery worker (``zonepurge worker``) and wait until it is ready."""
     child = ChildProcess(
-        ["zonepurge", "worker", "--concurrency", str(concurrency), "--pool", pool], env, echo
+        ["zonepurge", "worker", "--concurrency", str(concurrency), "--pool", pool,
+         "--loglevel", loglevel], env, echo
     )
     child.output.wait_for_line(lambda l: "ready." in l, timeout_s, "the Celery worker to be ready")
     return child
