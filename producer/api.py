@@ -10,12 +10,14 @@ Errors, all raised before anything is stored:
 - ``RequestError``: the request is invalid; ``.problems`` names each bad item.
 - ``UnknownEnvironmentError``: Cloudflare lists no such environment for the zone.
 - ``UnavailableError``: Redis (or the broker) cannot be reached; nothing was enqueued.
+
+The receipt's id names it in Redis, where it follows its items until each is purged or
+dead-lettered: ``zonepurge.receipts`` reads it (``zonepurge receipt ID``, ``zonepurge wait ID``).
 """
 
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -26,6 +28,7 @@ import redis
 from zonepurge.items import Kind, Mode
 from zonepurge.lanes import EnvTarget, Lane
 from zonepurge.model import PurgeRequest
+from zonepurge.receipts import new_receipt_id
 from zonepurge.runtime import Runtime, redact_url
 
 
@@ -65,17 +68,26 @@ class Producer:
     def __init__(self, runtime: Runtime | None = None) -> None:
         self.runtime = runtime or Runtime()
 
-    def enqueue(self, request: PurgeRequest | Mapping[str, Any]) -> Receipt:
-        """Validate and enqueue one request atomically: all of its items or none."""
+    def enqueue(self, request: PurgeRequest | Mapping[str, Any],
+                authorize: Callable[[Lane], None] | None = None) -> Receipt:
+        """Validate and enqueue one request atomically: all of its items or none.
+
+        ``authorize`` sees the lane once the environment is resolved, before anything is
+        stored, and refuses it by raising (the HTTP ingest checks a token's scope there).
+        """
         if not isinstance(request, PurgeRequest):
             request = PurgeRequest.parse(dict(request))
         target, warnings = self.resolve(request.zone, request.environment)
         lane = Lane(request.zone, target, request.kind, request.mode)
+        if authorize is not None:
+            authorize(lane)
         members = request.members
+        receipt_id = new_receipt_id()
         with self._redis_errors(stored=0):
-            result = self.runtime.store.enqueue(lane, members)
+            result = self.runtime.store.enqueue(lane, members, receipt_id=receipt_id,
+                                                receipt_ttl_s=self.runtime.settings.receipt_ttl_s)
         self._nudge(lane, result.pending, warnings)
-        return self._receipt(lane, len(members), result.added, warnings)
+        return self._receipt(receipt_id, lane, len(members), result.added, warnings)
 
     def resolve(self, zone: str, environment: str | None) -> tuple[EnvTarget, list[str]]:
         """The environment's target, and a warning when it could not be checked now.
@@ -95,20 +107,23 @@ class Producer:
         """Enqueue pre-validated members chunk by chunk (``producer.bulk`` validates first).
 
         Each chunk is atomic; if Redis fails midway, UnavailableError says how many items
-        were stored before it did.
+        were stored before it did. One receipt covers the whole: each chunk registers its items
+        to it, and it is sealed after the last.
         """
         lane = Lane(zone, target, kind, mode)
         warnings = list(warnings or [])
+        receipt_id = new_receipt_id()
         items = accepted = 0
         with self._redis_errors(stored=lambda: items):
             for chunk in chunks:
-                result = self.runtime.store.enqueue(lane, chunk)
+                result = self.runtime.store.enqueue(lane, chunk, receipt_id=receipt_id,
+                                                    receipt_ttl_s=self.runtime.settings.receipt_ttl_s)
                 items += len(chunk)
                 accepted += result.added
                 self._nudge(lane, result.pending, warnings)
                 if on_chunk is not None:
                     on_chunk(items, accepted)
-        return self._receipt(lane, items, accepted, warnings)
+        return self._receipt(receipt_id, lane, items, accepted, warnings)
 
     def _nudge(self, lane: Lane, pending: int, warnings: list[str]) -> None:
         """Ask for a flush. The items are stored already: if the broker cannot be reached, they
@@ -123,9 +138,11 @@ class Producer:
             if note not in warnings:
                 warnings.append(note)
 
-    def _receipt(self, lane: Lane, items: int, accepted: int, warnings: list[str]) -> Receipt:
+    def _receipt(self, receipt_id: str, lane: Lane, items: int, accepted: int,
+                 warnings: list[str]) -> Receipt:
+        """Save (and seal) the receipt of items already registered to ``receipt_id``."""
         receipt = Receipt(
-            id=uuid.uuid4().hex,
+            id=receipt_id,
             zone=lane.zone,
             environment=str(lane.env),
             environment_name="production" if lane.env.is_production else lane.env.label or lane.env.name,

@@ -254,9 +254,10 @@ class Flusher:
         # goes out no later than they would have.
         scores = batch.scores()
         firsts: dict[str, float] = {}
-        for member, prefix in zip([m for m in batch.members if m not in unusable], prefixes, strict=True):
+        moved = dict(zip([m for m in batch.members if m not in unusable], prefixes, strict=True))
+        for member, prefix in moved.items():
             firsts[prefix] = min(firsts.get(prefix, scores[member]), scores[member])
-        self.runtime.store.finish(batch, Settlement(dead=dead, redirect=(target, firsts)),
+        self.runtime.store.finish(batch, Settlement(dead=dead, redirect=(target, firsts), moved=moved),
                                   attempts_ttl_s=self.runtime.settings.max_age_s)
         self.runtime.scheduler.nudge(target, delay_s=0)
         log.warning("%s: URL purge refused (1136); %d URL(s) go out as %d prefix purge(s)",

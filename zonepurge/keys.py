@@ -13,7 +13,8 @@
     zp:no-url-purge:{zone}:{env} string set when an environment answered 1136, with a TTL
     zp:dead                     list    dead-letter records (JSON), newest last
     zp:envs:{zone}              string  the zone's environments (JSON), with a TTL
-    zp:receipt:{id}             hash    what one enqueue call accepted, with a TTL
+    zp:receipt:{id}             hash    what one enqueue call accepted and what became of it, with a TTL
+    zp:watch:{lane}             hash    member -> comma-joined ids of the receipts waiting for it
 
 A lane id is defined in ``zonepurge.lanes``.
 """
@@ -27,6 +28,7 @@ LEASES = PREFIX + "leases"
 DEAD_LETTERS = PREFIX + "dead"
 PENDING_PREFIX = PREFIX + "pending:"
 LEASE_PREFIX = PREFIX + "lease:"
+RECEIPT_PREFIX = PREFIX + "receipt:"
 
 
 def pending(lane_id: str) -> str:
@@ -70,4 +72,8 @@ def environments(zone: str) -> str:
 
 
 def receipt(receipt_id: str) -> str:
-    return PREFIX + "receipt:" + receipt_id
+    return RECEIPT_PREFIX + receipt_id
+
+
+def watch(lane_id: str) -> str:
+    return PREFIX + "watch:" + lane_id

@@ -10,6 +10,10 @@ lives in one Lua script or transaction:
 - Taking a batch moves its members into a lease with a deadline in one step; a lease is settled
   (purged), dead-lettered, or released back to pending, by its worker or, once its deadline has
   passed, by any worker's sweep.
+- A receipt follows its items: enqueueing registers the receipt on each member's watch entry in
+  the same script that adds it, and whatever settles a member (purged, dead-lettered, dropped
+  under a purge-everything, redirected to another lane) settles or moves its watchers in the
+  same transaction. docs/architecture.md, "Receipts", explains the design.
 """
 
 from __future__ import annotations
@@ -41,36 +45,109 @@ local function now_ms(given)
 end
 """
 
-_ENQUEUE = _NOW + """
--- KEYS: pending, lanes, twin pending (the same lane in the other mode)
--- ARGV: lane id, now ms (or ''), mode, members...
+# Watch entries: zp:watch:{lane} maps a member to the comma-joined ids of the receipts waiting
+# for it. Each id in an entry stands for one item of its receipt; the receipt's ``outstanding``
+# counts them, and reaches 0 once every one was settled. A receipt still being registered (a
+# bulk file, chunk by chunk) carries ``open`` and is not complete before it is sealed. Receipt
+# keys are built from a prefix passed in (zonepurge.keys spells it): scripts touch receipts they
+# cannot declare, which a single Redis allows (Cluster is not supported, docs/architecture.md).
+_WATCH = """
+local function seconds(ms) return string.format('%.3f', ms / 1000) end
+
+-- Registers receipt `id` on a member; 0 if it waits for that member already (an item given
+-- twice in one request or file counts once).
+local function watch_add(watch, member, id)
+  local cur = redis.call('HGET', watch, member)
+  if not cur then
+    redis.call('HSET', watch, member, id)
+    return 1
+  end
+  if string.find(',' .. cur .. ',', ',' .. id .. ',', 1, true) then return 0 end
+  redis.call('HSET', watch, member, cur .. ',' .. id)
+  return 1
+end
+
+-- Hands a member's watchers to another member (of this or another lane), all of them: when
+-- two URLs become one prefix, the prefix carries both URLs' receipts, each once per URL.
+local function watch_move(from_watch, from_member, to_watch, to_member)
+  local ids = redis.call('HGET', from_watch, from_member)
+  if not ids then return end
+  redis.call('HDEL', from_watch, from_member)
+  local cur = redis.call('HGET', to_watch, to_member)
+  redis.call('HSET', to_watch, to_member, cur and (cur .. ',' .. ids) or ids)
+end
+
+-- A member is done (field: 'purged' or 'dead_lettered'): each receipt waiting for it counts
+-- it, and one whose last item this was, and that is sealed, is complete.
+local function watch_settle(watch, member, field, receipt_prefix, now)
+  local ids = redis.call('HGET', watch, member)
+  if not ids then return end
+  redis.call('HDEL', watch, member)
+  for id in string.gmatch(ids, '[^,]+') do
+    local key = receipt_prefix .. id
+    -- A receipt past its TTL is gone; counting into it would bring it back without one.
+    if redis.call('EXISTS', key) == 1 then
+      redis.call('HINCRBY', key, field, 1)
+      local left = redis.call('HINCRBY', key, 'outstanding', -1)
+      if left <= 0 and redis.call('HEXISTS', key, 'open') == 0 then
+        redis.call('HSETNX', key, 'completed_at', seconds(now))
+      end
+    end
+  end
+end
+"""
+
+_ENQUEUE = _NOW + _WATCH + """
+-- KEYS: pending, lanes, twin pending (the same lane in the other mode), watch, twin watch,
+--       receipt
+-- ARGV: lane id, now ms (or ''), mode, receipt id (or ''), receipt ttl s, members...
 local now = now_ms(ARGV[2])
+local rid = ARGV[4]
 local slice = tonumber(%(slice)d)
 local added = 0
-for first = 4, #ARGV, slice do
+local watched = 0
+for first = 6, #ARGV, slice do
   local last = math.min(first + slice - 1, #ARGV)
   local members = {unpack(ARGV, first, last)}
+  local twin = redis.call('ZMSCORE', KEYS[3], unpack(members))
+  local kept = {}
   if ARGV[3] == 'invalidate' then
-    -- a pending hard purge already covers a soft purge of the same item
-    local scores = redis.call('ZMSCORE', KEYS[3], unpack(members))
-    local kept = {}
     for j = 1, #members do
-      if not scores[j] then kept[#kept + 1] = members[j] end
+      if twin[j] then
+        -- a pending hard purge already covers a soft purge of the same item: wait for it
+        if rid ~= '' then watched = watched + watch_add(KEYS[5], members[j], rid) end
+      else
+        kept[#kept + 1] = members[j]
+      end
     end
-    members = kept
   else
-    redis.call('ZREM', KEYS[3], unpack(members))
-  end
-  if #members > 0 then
-    local zargs = {}
+    -- a pending soft purge of the same item is moot: its receipts wait for this one instead
+    local moot = {}
     for j = 1, #members do
+      if twin[j] then
+        moot[#moot + 1] = members[j]
+        watch_move(KEYS[5], members[j], KEYS[4], members[j])
+      end
+    end
+    if #moot > 0 then redis.call('ZREM', KEYS[3], unpack(moot)) end
+    kept = members
+  end
+  if #kept > 0 then
+    local zargs = {}
+    for j = 1, #kept do
       zargs[#zargs + 1] = now
-      zargs[#zargs + 1] = members[j]
+      zargs[#zargs + 1] = kept[j]
+      if rid ~= '' then watched = watched + watch_add(KEYS[4], kept[j], rid) end
     end
     added = added + redis.call('ZADD', KEYS[1], 'NX', unpack(zargs))
   end
 end
 redis.call('SADD', KEYS[2], ARGV[1])
+if rid ~= '' then
+  redis.call('HINCRBY', KEYS[6], 'outstanding', watched)
+  redis.call('HSET', KEYS[6], 'open', '1')
+  redis.call('EXPIRE', KEYS[6], tonumber(ARGV[5]))
+end
 return {added, redis.call('ZCARD', KEYS[1])}
 """ % {"slice": _LUA_SLICE}
 
@@ -141,6 +218,61 @@ redis.call('SADD', KEYS[4], ARGV[4])
 return 1
 """
 
+_SETTLE = _NOW + _WATCH + """
+-- What a finished batch did to its receipts. Queued inside Store.finish's transaction.
+-- KEYS: watch, pending, redirect target's watch (or the watch again)
+-- ARGV: receipt prefix, now ms (or ''), JSON {purged: [m...], dead: [m...], moved: [[m, to]...]}
+local now = now_ms(ARGV[2])
+local done = cjson.decode(ARGV[3])
+for _, pair in ipairs(done.moved) do
+  watch_move(KEYS[1], pair[1], KEYS[3], pair[2])
+end
+for field, members in pairs({purged = done.purged, dead_lettered = done.dead}) do
+  for _, member in ipairs(members) do
+    -- Enqueued again while its batch was out: its receipts wait for the copy now pending,
+    -- which may carry content newer than what was just sent.
+    if not redis.call('ZSCORE', KEYS[2], member) then
+      watch_settle(KEYS[1], member, field, ARGV[1], now)
+    end
+  end
+end
+return 1
+"""
+
+_DROP_COVERED = _NOW + _WATCH + """
+-- A purge-everything was purged: drop the items it covered, settling their receipts as purged.
+-- KEYS: pending, watch, pending, watch, ... (one pair per covered lane)
+-- ARGV: taken-at ms (items first enqueued up to then are covered), receipt prefix, now ms (or '')
+local now = now_ms(ARGV[3])
+local slice = tonumber(%(slice)d)
+local dropped = 0
+for i = 1, #KEYS, 2 do
+  local members = redis.call('ZRANGEBYSCORE', KEYS[i], '-inf', ARGV[1])
+  for first = 1, #members, slice do
+    redis.call('ZREM', KEYS[i], unpack(members, first, math.min(first + slice - 1, #members)))
+  end
+  for _, member in ipairs(members) do
+    watch_settle(KEYS[i + 1], member, 'purged', ARGV[2], now)
+  end
+  dropped = dropped + #members
+end
+return dropped
+""" % {"slice": _LUA_SLICE}
+
+_SEAL_RECEIPT = _NOW + _WATCH + """
+-- Writes a receipt's fields and seals it: no more items will be registered to it, so it is
+-- complete now if every item it waits for was settled already.
+-- KEYS: receipt. ARGV: ttl s, now ms (or ''), field, value, field, value, ...
+local now = now_ms(ARGV[2])
+redis.call('HSET', KEYS[1], unpack(ARGV, 3))
+redis.call('HDEL', KEYS[1], 'open')
+if tonumber(redis.call('HGET', KEYS[1], 'outstanding') or '0') <= 0 then
+  redis.call('HSETNX', KEYS[1], 'completed_at', seconds(now))
+end
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[1]))
+return 1
+"""
+
 
 def _encode_group(members: Sequence[str], scores: dict[str, float]) -> str:
     flat: list[str] = []
@@ -186,7 +318,8 @@ class Settlement:
     - ``split``: groups to send apart (Cloudflare refused the batch because of some items).
     - ``dead``: dead-letter records.
     - ``redirect``: members (with their first-enqueue times) to enqueue in another lane: a URL
-      purge turned prefix purge.
+      purge turned prefix purge; ``moved`` says which member of the batch each one stands for
+      (batch member -> redirected member), so that their receipts wait for it.
     """
 
     back: list[str] = field(default_factory=list)
@@ -194,6 +327,7 @@ class Settlement:
     split: list[list[str]] = field(default_factory=list)
     dead: list[DeadLetter] = field(default_factory=list)
     redirect: tuple[Lane, dict[str, float]] | None = None
+    moved: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,15 +386,25 @@ class Store:
         self._take = client.register_script(_TAKE)
         self._release = client.register_script(_RELEASE)
         self._replay = client.register_script(_REPLAY)
+        self._settle = client.register_script(_SETTLE)
+        self._drop_covered = client.register_script(_DROP_COVERED)
+        self._seal_receipt = client.register_script(_SEAL_RECEIPT)
 
     # -- producers -------------------------------------------------------------------------
 
-    def enqueue(self, lane: Lane, members: Sequence[str], at_ms: int | None = None) -> EnqueueResult:
-        """Add members to a lane's pending set; see the module docstring for what is dropped."""
+    def enqueue(self, lane: Lane, members: Sequence[str], at_ms: int | None = None,
+                receipt_id: str | None = None, receipt_ttl_s: int = 86400) -> EnqueueResult:
+        """Add members to a lane's pending set; see the module docstring for what is dropped.
+
+        With ``receipt_id``, the receipt waits for every member (new or already pending; for a
+        soft purge whose hard twin is pending, for the twin) until ``save_receipt`` seals it.
+        """
         twin = lane.with_(mode=Mode.PURGE if lane.mode is Mode.INVALIDATE else Mode.INVALIDATE)
         added, pending = self._enqueue(
-            keys=[keys.pending(lane.id), keys.LANES, keys.pending(twin.id)],
-            args=[lane.id, "" if at_ms is None else at_ms, lane.mode.value, *members],
+            keys=[keys.pending(lane.id), keys.LANES, keys.pending(twin.id), keys.watch(lane.id),
+                  keys.watch(twin.id), keys.receipt(receipt_id or "")],
+            args=[lane.id, "" if at_ms is None else at_ms, lane.mode.value, receipt_id or "",
+                  receipt_ttl_s, *members],
         )
         return EnqueueResult(int(added), int(pending))
 
@@ -270,14 +414,13 @@ class Store:
 
     def drop_covered(self, everything: Lane, sent_at_ms: float) -> int:
         """A purge-everything was purged: drop the items it covered, those first enqueued
-        before it was taken. Items enqueued since are kept: their content may have changed."""
+        before it was taken, and count them purged on their receipts, in one script. Items
+        enqueued since are kept: their content may have changed."""
         lanes = self.covered_lanes(everything)
         if not lanes:
             return 0
-        pipe = self.redis.pipeline(transaction=True)
-        for other in lanes:
-            pipe.zremrangebyscore(keys.pending(other.id), "-inf", sent_at_ms)
-        return sum(int(n) for n in pipe.execute())
+        lane_keys = [k for other in lanes for k in (keys.pending(other.id), keys.watch(other.id))]
+        return int(self._drop_covered(keys=lane_keys, args=[sent_at_ms, keys.RECEIPT_PREFIX, ""]))
 
     @staticmethod
     def _subsumes(everything: Lane, other: Lane) -> bool:
@@ -374,6 +517,7 @@ class Store:
                     pipe.sadd(keys.LANES, lane.id)
                 if outcome.dead:
                     pipe.rpush(keys.DEAD_LETTERS, *(d.to_json() for d in outcome.dead))
+                self._settle_receipts(pipe, batch, outcome, still_waiting)
                 finished = [m for m in batch.members if m not in still_waiting]
                 if finished:
                     pipe.hdel(attempts_key, *finished)
@@ -383,6 +527,25 @@ class Store:
             except redis.WatchError:
                 return False
         return True
+
+    def _settle_receipts(self, pipe: Any, batch: Batch, outcome: Settlement,
+                         still_waiting: set[str]) -> None:
+        """Queue, in finish's transaction, what the outcome means for the batch's receipts:
+        members still waiting keep their watchers, redirected ones hand them on, the others
+        are done."""
+        dead = {d.item for d in outcome.dead}
+        moved = [[m, to] for m, to in outcome.moved.items() if m not in still_waiting]
+        done = [m for m in batch.members if m not in still_waiting and m not in outcome.moved]
+        target = outcome.redirect[0] if outcome.redirect is not None else batch.lane
+        self._settle(
+            keys=[keys.watch(batch.lane.id), keys.pending(batch.lane.id), keys.watch(target.id)],
+            args=[keys.RECEIPT_PREFIX, "", json.dumps({
+                "purged": [m for m in done if m not in dead],
+                "dead": [m for m in done if m in dead],
+                "moved": moved,
+            })],
+            client=pipe,
+        )
 
     def attempts(self, lane: Lane, members: Sequence[str]) -> list[int]:
         """Transient failures counted so far for each member."""
@@ -492,12 +655,17 @@ class Store:
     # -- receipts --------------------------------------------------------------------------
 
     def save_receipt(self, receipt_id: str, fields: dict[str, Any], ttl_s: int) -> None:
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.hset(keys.receipt(receipt_id), mapping={k: json.dumps(v) for k, v in fields.items()})
-        pipe.expire(keys.receipt(receipt_id), ttl_s)
-        pipe.execute()
+        """Write a receipt's fields (JSON values) and seal it: no more items will be
+        registered to it (``enqueue``'s ``receipt_id``)."""
+        flat: list[str] = []
+        for name, value in fields.items():
+            flat += [name, json.dumps(value)]
+        self._seal_receipt(keys=[keys.receipt(receipt_id)], args=[ttl_s, "", *flat])
 
     def receipt(self, receipt_id: str) -> dict[str, Any] | None:
+        """A receipt's fields as saved, with the counters the store keeps on it:
+        ``outstanding``, ``purged``, ``dead_lettered`` (absent until the first is counted),
+        ``open`` while items are still being registered, ``completed_at`` once all are done."""
         raw = self.redis.hgetall(keys.receipt(receipt_id))
         return {k.decode(): json.loads(v) for k, v in raw.items()} if raw else None
 
