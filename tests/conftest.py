@@ -17,7 +17,14 @@ import pytest
 import redis
 
 from zonepurge.runtime import Runtime
-from zonepurge.services import SANDBOX_TOKEN, ChildProcess, RedisServer, start_sandbox, start_worker
+from zonepurge.services import (
+    SANDBOX_TOKEN,
+    ChildProcess,
+    RedisServer,
+    start_ingest,
+    start_sandbox,
+    start_worker,
+)
 from zonepurge.settings import Settings
 
 # The suite runs with its own settings, whatever the user running it has exported.
@@ -115,16 +122,20 @@ def sandbox(sandbox_process: tuple[ChildProcess, str]) -> Iterator[Sandbox]:
     box.api.close()
 
 
-@pytest.fixture
-def service_env(redis_urls: dict[str, str], sandbox: Sandbox, redis_client: redis.Redis) -> dict[str, str]:
-    """The environment a producer or worker process of the test runs with."""
+def _service_env(redis_urls: dict[str, str], sandbox_url: str) -> dict[str, str]:
     return {
         **redis_urls,
-        "CLOUDFLARE_BASE_URL": sandbox.base_url,
+        "CLOUDFLARE_BASE_URL": sandbox_url,
         "CLOUDFLARE_API_TOKEN": SANDBOX_TOKEN,
         "ZONEPURGE_DEBOUNCE_S": "0.1",
         "ZONEPURGE_SWEEP_INTERVAL_S": "1",
     }
+
+
+@pytest.fixture
+def service_env(redis_urls: dict[str, str], sandbox: Sandbox, redis_client: redis.Redis) -> dict[str, str]:
+    """The environment a producer or worker process of the test runs with."""
+    return _service_env(redis_urls, sandbox.base_url)
 
 
 @pytest.fixture
@@ -188,3 +199,67 @@ def worker(service_env: dict[str, str]) -> Iterator[ChildProcess]:
         yield child
     finally:
         child.stop()
+
+
+# The ingest's tokens in the tests, by what they may purge. The Staging ref is the sandbox's
+# (an automatic zone has the same refs after every reset).
+INGEST_TOKENS = {
+    "all": "tok-all-zones-all-environments",
+    "staging": "tok-zone-staging-by-name-only",
+    "staging-ref": "tok-zone-staging-by-ref-only",
+    "production": "tok-zone-production-only-xx",
+    "other-zone": "tok-other-zone-everything-x",
+}
+INGEST_MAX_BODY_BYTES = 8192
+
+
+class Ingest:
+    """The running ingest (``zonepurge serve``), seen from a test."""
+
+    def __init__(self, child: ChildProcess, root: str) -> None:
+        self.child = child
+        self.root = root
+        self.api = f"{root}/client/v4"
+        self.http = httpx.Client(base_url=root, timeout=30)
+
+    def call(self, method: str, path: str, token: str | None = "all", **kwargs: Any) -> httpx.Response:
+        """A request with one of INGEST_TOKENS (by key), or none."""
+        headers = dict(kwargs.pop("headers", {}))
+        if token is not None:
+            headers["Authorization"] = f"Bearer {INGEST_TOKENS.get(token, token)}"
+        return self.http.request(method, path, headers=headers, **kwargs)
+
+
+@pytest.fixture(scope="session")
+def ingest_process(redis_urls: dict[str, str],
+                   sandbox_process: tuple[ChildProcess, str]) -> Iterator[Ingest]:
+    """`zonepurge serve` on a free port, as a child process, against the tests' Redis and
+    sandbox, with INGEST_TOKENS."""
+    import json
+
+    base_url = sandbox_process[1]
+    staging_ref = Sandbox(base_url).environments(ZONE)["Staging"]
+    scopes = {
+        "all": (["*"], ["*"]),
+        "staging": ([ZONE], ["staging"]),
+        "staging-ref": ([ZONE], [staging_ref]),
+        "production": ([ZONE], ["production"]),
+        "other-zone": ([OTHER_ZONE], ["*"]),
+    }
+    tokens = [{"token": INGEST_TOKENS[name], "zones": zones, "environments": envs, "name": name}
+              for name, (zones, envs) in scopes.items()]
+    env = {**_service_env(redis_urls, base_url), "ZONEPURGE_INGEST_TOKENS": json.dumps(tokens),
+           "ZONEPURGE_INGEST_MAX_BODY_BYTES": str(INGEST_MAX_BODY_BYTES)}
+    child, root = start_ingest(env)
+    ingest = Ingest(child, root)
+    try:
+        yield ingest
+    finally:
+        ingest.http.close()
+        child.stop()
+
+
+@pytest.fixture
+def ingest(ingest_process: Ingest, sandbox: Sandbox, redis_client: redis.Redis) -> Ingest:
+    """The ingest, with Redis flushed and the sandbox reset for the test."""
+    return ingest_process

@@ -1,7 +1,8 @@
 """The ``zonepurge`` command.
 
 Exit status: 0 done; 1 refused (bad input, unknown environment); 2 usage or configuration
-error; 3 Redis or the broker unreachable (the message says how much was stored).
+error (and an unknown receipt id); 3 Redis or the broker unreachable (the message says how much
+was stored). ``wait`` adds: 1 done with dead letters, 4 timed out.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from zonepurge.items import Kind, Mode
 EXIT_REFUSED = 1
 EXIT_CONFIG = 2  # click's own code for usage errors: both mean "fix how you called it"
 EXIT_UNAVAILABLE = 3
+EXIT_TIMED_OUT = 4
 
 _HELP_SETTINGS = dict(help_option_names=["-h", "--help"], max_content_width=100)
 
@@ -326,6 +328,114 @@ def dead_letters_drop(zone: str | None, environment: str | None, reason: str | N
     click.echo(json.dumps({"dropped": dropped}) if as_json else f"dropped {dropped:,} dead letter(s)")
 
 
+# -- receipts --------------------------------------------------------------------------------
+
+
+def _show_receipt(report: Any, as_json: bool) -> None:
+    if as_json:
+        click.echo(report.model_dump_json())
+        return
+    env_name = report.environment_name
+    where = (f"{env_name} (ref {report.environment})"
+             if env_name and env_name not in (report.environment, "production") else report.environment)
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(report.created_at or 0))
+    took = (f", completed after {report.completed_at - report.created_at:.1f}s"
+            if report.completed_at is not None and report.created_at is not None else "")
+    click.echo(f"receipt {report.id}: {report.state}\n"
+               f"  zone {report.zone}, environment {where}, {report.kind} ({report.mode})\n"
+               f"  {report.items:,} item(s): {report.accepted:,} accepted, "
+               f"{report.already_pending:,} already pending\n"
+               f"  {report.purged:,} purged, {report.dead_lettered:,} dead-lettered, "
+               f"{report.outstanding:,} outstanding\n"
+               f"  created {when}{took}")
+    if report.dead_lettered:
+        click.echo(f"  see why: zonepurge dead-letters list --zone {report.zone}")
+
+
+def _receipt_or_exit(runtime: Any, receipt_id: str, as_json: bool) -> Any:
+    from zonepurge.receipts import read_receipt
+
+    report = read_receipt(runtime.store, receipt_id.strip().lower())
+    if report is None:
+        _fail(f"no receipt {receipt_id!r} (never was, or older than ZONEPURGE_RECEIPT_TTL_S)",
+              EXIT_CONFIG, as_json)
+    return report
+
+
+@main.command(context_settings=_HELP_SETTINGS)
+@click.argument("receipt_id", metavar="ID")
+@click.option("--json", "as_json", is_flag=True, help="Print the receipt as an object.")
+def receipt(receipt_id: str, as_json: bool) -> None:
+    """Show what became of an enqueue: items accepted, already pending, purged, dead-lettered.
+
+    The state is pending, done (every item purged) or done-with-dead-letters. Exit status 2 if
+    there is no such receipt, 3 if Redis cannot be reached.
+    """
+    runtime = _with_runtime(as_json)
+    _show_receipt(_receipt_or_exit(runtime, receipt_id, as_json), as_json)
+
+
+@main.command(context_settings=_HELP_SETTINGS)
+@click.argument("receipt_id", metavar="ID")
+@click.option("--timeout", "timeout_s", type=click.FloatRange(0), default=300, show_default=True,
+              metavar="S", help="Give up after this many seconds.")
+@click.option("--json", "as_json", is_flag=True, help="Print the receipt as an object.")
+def wait(receipt_id: str, timeout_s: float, as_json: bool) -> None:
+    """Wait until every item of a receipt is purged or dead-lettered (for deploy pipelines).
+
+    \b
+    Exit status:
+      0  every item was purged
+      1  done, but some items were dead-lettered (zonepurge dead-letters list says why)
+      2  no such receipt
+      3  Redis cannot be reached
+      4  timed out with items still pending
+    """
+    import redis
+
+    from zonepurge.receipts import State, wait_for_receipt
+
+    runtime = _with_runtime(as_json)
+    _receipt_or_exit(runtime, receipt_id, as_json)
+    try:
+        report = wait_for_receipt(runtime.store, receipt_id.strip().lower(), timeout_s)
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        _fail(f"lost Redis while waiting ({type(exc).__name__})", EXIT_UNAVAILABLE, as_json)
+    if report is None:  # its TTL passed while we waited
+        _fail(f"receipt {receipt_id!r} is gone", EXIT_CONFIG, as_json)
+    _show_receipt(report, as_json)
+    if report.state is State.PENDING:
+        click.echo(f"timed out after {timeout_s:g}s with {report.outstanding:,} item(s) "
+                   "outstanding", err=True)
+        sys.exit(EXIT_TIMED_OUT)
+    sys.exit(0 if report.state is State.DONE else EXIT_REFUSED)
+
+
+# -- ingest ----------------------------------------------------------------------------------
+
+
+@main.command(context_settings=_HELP_SETTINGS)
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=click.IntRange(0, 65535), default=8788, show_default=True,
+              help="0 picks a free port.")
+def serve(host: str, port: int) -> None:
+    """Run the HTTP ingest: Cloudflare's purge API in front of the queue.
+
+    Point a CMS plugin or Cloudflare SDK at http://HOST:PORT/client/v4 with an ingest token
+    (ZONEPURGE_INGEST_TOKENS): its purges are enqueued, and answered with a receipt id
+    (GET /v1/receipts/{id}). GET /health, GET /ready; the OpenAPI document at /openapi.json.
+    """
+    from ingest.server import run
+    from zonepurge.settings import get_settings
+
+    if not get_settings().ingest_tokens:
+        click.echo('configuration error: ZONEPURGE_INGEST_TOKENS is not set: give the ingest '
+                   'its tokens, e.g. [{"token": "<secret>", "zones": ["*"], "environments": '
+                   '["*"]}]', err=True)
+        sys.exit(EXIT_CONFIG)
+    run(host, port)
+
+
 # -- worker ----------------------------------------------------------------------------------
 
 
@@ -381,14 +491,26 @@ def sandbox(host: str, port: int, config_path: str | None, plan: str | None) -> 
 
 @main.command(context_settings=_HELP_SETTINGS)
 @click.option("--concurrency", "-c", type=click.IntRange(1, 512), default=8, show_default=True)
-def up(concurrency: int) -> None:
+@click.option("--ingest-host", default="127.0.0.1", show_default=True)
+@click.option("--ingest-port", type=click.IntRange(0, 65535), default=8788, show_default=True,
+              help="0 picks a free port.")
+def up(concurrency: int, ingest_host: str, ingest_port: int) -> None:
     """Run the whole system on this machine until Ctrl-C.
 
     Starts redis-server on a free port unless REDIS_URL is set, the sandbox unless
-    CLOUDFLARE_API_TOKEN is set, and a worker; then prints the environment to use from
-    another terminal.
+    CLOUDFLARE_API_TOKEN is set, a worker and the HTTP ingest; then prints the environment to use
+    from another terminal. Without ZONEPURGE_INGEST_TOKENS, the ingest gets a token made now for
+    every zone and environment, printed once.
     """
-    from zonepurge.services import SANDBOX_TOKEN, RedisServer, start_sandbox, start_worker
+    import secrets
+
+    from zonepurge.services import (
+        SANDBOX_TOKEN,
+        RedisServer,
+        start_ingest,
+        start_sandbox,
+        start_worker,
+    )
 
     env: dict[str, str] = {}
     started: list[Any] = []
@@ -413,13 +535,27 @@ def up(concurrency: int) -> None:
             click.echo(f"no CLOUDFLARE_API_TOKEN: purging against the sandbox at {base_url}")
         worker_process = start_worker(env, concurrency=concurrency, echo=sys.stdout)
         started.append(worker_process)
-        # Only what `up` made is printed: the sandbox's token is no secret, the user's token is
-        # never in `env`.
+        ingest_env = dict(env)
+        made_token = None
+        if not os.environ.get("ZONEPURGE_INGEST_TOKENS"):
+            # Only the ingest's environment holds it; it is printed once, below.
+            made_token = secrets.token_urlsafe(32)
+            ingest_env["ZONEPURGE_INGEST_TOKENS"] = json.dumps(
+                [{"token": made_token, "zones": ["*"], "environments": ["*"], "name": "up"}])
+        ingest_process, ingest_url = start_ingest(ingest_env, host=ingest_host, port=ingest_port,
+                                                  echo=sys.stdout)
+        started.append(ingest_process)
+        # Only what `up` made is printed: the sandbox's token is no secret, the user's tokens are
+        # never in `env`, and the ingest token made here exists only in this run.
         exports = f"  export {' '.join(f'{k}={v}' for k, v in env.items())}\n" if env else ""
+        token_line = (f"  ingest token (every zone and environment; shown once): {made_token}\n"
+                      if made_token else "  ingest tokens: ZONEPURGE_INGEST_TOKENS\n")
         click.echo("\nzonepurge is running. From another terminal:\n"
                    f"{exports}"
                    "  zonepurge enqueue --zone 023e105f4ecef8ad9ca31a8372d0c353 --url https://www.example.com/\n"
                    "  zonepurge status\n"
+                   f"ingest (Cloudflare's purge API) at {ingest_url}/client/v4\n"
+                   f"{token_line}"
                    "Ctrl-C stops everything.\n")
         worker_process.process.wait()
         click.echo(f"the worker exited with status {worker_process.process.returncode}", err=True)

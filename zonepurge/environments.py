@@ -67,6 +67,14 @@ class EnvironmentDirectory:
         except CloudflareError as exc:
             return EnvTarget(name=wanted), str(exc)
 
+    def listing(self, zone: str) -> list[Environment]:
+        """The zone's environments: the cached list, else fetched (and cached) now.
+
+        Raises CloudflareError when the list is not cached and cannot be had.
+        """
+        cached = self._cached(zone)
+        return cached if cached is not None else self.refresh(zone)
+
     def refresh(self, zone: str) -> list[Environment]:
         client = self._client_factory()
         if client is None:

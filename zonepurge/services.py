@@ -220,3 +220,14 @@ def start_worker(env: Mapping[str, str], concurrency: int = 4, pool: str = "thre
     )
     child.output.wait_for_line(lambda l: "ready." in l, timeout_s, "the Celery worker to be ready")
     return child
+
+
+def start_ingest(env: Mapping[str, str], host: str = "127.0.0.1", port: int = 0,
+                 echo: IO[str] | None = None, timeout_s: float = 30) -> tuple[ChildProcess, str]:
+    """Start the HTTP ingest (``zonepurge serve``) and wait until it listens; returns it and its
+    root URL, ``http://host:port`` (Cloudflare's API is under ``/client/v4``)."""
+    from ingest.server import READY
+
+    child = ChildProcess(["zonepurge", "serve", "--host", host, "--port", str(port)], env, echo)
+    line = child.output.wait_for_line(lambda l: l.startswith(READY), timeout_s, "the ingest to listen")
+    return child, line[len(READY):].strip()

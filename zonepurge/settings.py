@@ -13,6 +13,8 @@ from typing import Literal
 
 from pydantic import (
     AliasChoices,
+    BaseModel,
+    ConfigDict,
     Field,
     SecretStr,
     ValidationError,
@@ -25,6 +27,49 @@ from zonepurge.plans import PLAN_LIMITS, Plan, PlanLimits
 
 
 _GENERAL_LIMIT = re.compile(r"^\d+/\d+(\.\d+)?$")
+_ZONE_ID = re.compile(r"^[0-9a-f]{32}$")
+
+ANY = "*"
+MIN_INGEST_TOKEN_LENGTH = 16
+
+
+class IngestToken(BaseModel):
+    """A token of the HTTP ingest and what it may purge: zones by id, environments by name
+    (any case), ref, or "production"; "*" for all. SecretStr keeps the token out of repr()
+    and str(), ``hide_input_in_errors`` out of validation errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
+
+    token: SecretStr
+    zones: list[str] = Field(min_length=1)
+    environments: list[str] = Field(min_length=1)
+    # Who holds it, for the access log (which never shows a token); "token #N" when not given.
+    name: str | None = Field(None, max_length=100)
+
+    @field_validator("token")
+    @classmethod
+    def _long_enough(cls, token: SecretStr) -> SecretStr:
+        if len(token.get_secret_value().strip()) < MIN_INGEST_TOKEN_LENGTH:
+            raise ValueError(f"a token must have at least {MIN_INGEST_TOKEN_LENGTH} characters "
+                             "(python3 -c 'import secrets; print(secrets.token_urlsafe())' makes one)")
+        return token
+
+    @field_validator("zones")
+    @classmethod
+    def _zone_ids(cls, zones: list[str]) -> list[str]:
+        lowered = [z.strip().lower() for z in zones]
+        bad = [z for z in lowered if z != ANY and not _ZONE_ID.match(z)]
+        if bad:
+            raise ValueError(f'zones must be 32-hex zone ids or "*" (got {len(bad)} other)')
+        return lowered
+
+    @field_validator("environments")
+    @classmethod
+    def _environment_names(cls, environments: list[str]) -> list[str]:
+        stripped = [e.strip() for e in environments]
+        if not all(stripped):
+            raise ValueError('environments must be names, refs, "production" or "*"')
+        return stripped
 
 
 def _env(name: str) -> AliasChoices:
@@ -36,6 +81,8 @@ class Settings(BaseSettings):
         env_prefix="ZONEPURGE_",
         populate_by_name=True,
         extra="ignore",
+        # A validation error must never quote a value: it might be a token.
+        hide_input_in_errors=True,
     )
 
     redis_url: str = Field("redis://localhost:6379/0", validation_alias=_env("REDIS_URL"))
@@ -110,6 +157,11 @@ class Settings(BaseSettings):
     enqueue_chunk: int = Field(5000, ge=1, le=100_000)
     receipt_ttl_s: int = Field(7 * 24 * 3600, gt=0)
 
+    # The HTTP ingest (zonepurge serve): its tokens, as JSON [{"token", "zones",
+    # "environments"}], and the largest request body it reads (1 MiB: some 10,000 URLs).
+    ingest_tokens: list[IngestToken] = Field(default_factory=list)
+    ingest_max_body_bytes: int = Field(1024 * 1024, ge=1024)
+
     queue: str = "zonepurge"
 
     @field_validator("plan", mode="before")
@@ -121,6 +173,14 @@ class Settings(BaseSettings):
     @classmethod
     def _empty_token_is_none(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("ingest_tokens")
+    @classmethod
+    def _tokens_unique(cls, tokens: list[IngestToken]) -> list[IngestToken]:
+        secrets = [t.token.get_secret_value() for t in tokens]
+        if len(set(secrets)) != len(secrets):
+            raise ValueError("a token is listed twice; give each its zones and environments once")
+        return tokens
 
     @field_validator("redis_url", "celery_broker_url")
     @classmethod
@@ -213,6 +273,8 @@ def describe_settings_error(exc: ValidationError | SettingsError) -> list[str]:
     for error in exc.errors(include_url=False, include_input=False):
         loc = error["loc"]
         where = variable_name(str(loc[0])) if loc else "settings"
+        # Inside a JSON setting: ZONEPURGE_INGEST_TOKENS[0].zones
+        where += "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc[1:])
         message = error["msg"].removeprefix("Value error, ")
         lines.append(f"{where}: {message}")
     return lines

@@ -18,10 +18,11 @@ from zonepurge.services import LineWatcher, wait_for
 pytestmark = pytest.mark.integration
 
 
-def test_up_starts_redis_sandbox_and_worker_purges_and_stops_them_all():
+def test_up_starts_redis_sandbox_worker_and_ingest_purges_and_stops_them_all():
     env = {k: v for k, v in os.environ.items()
            if k not in ("REDIS_URL", "CELERY_BROKER_URL", "CLOUDFLARE_API_TOKEN", "CLOUDFLARE_BASE_URL")}
-    process = subprocess.Popen([sys.executable, "-m", "zonepurge", "up", "--concurrency", "2"],
+    process = subprocess.Popen([sys.executable, "-m", "zonepurge", "up", "--concurrency", "2",
+                                "--ingest-port", "0"],
                                env={**env, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True)
     output = LineWatcher(process.stdout)
@@ -34,9 +35,20 @@ def test_up_starts_redis_sandbox_and_worker_purges_and_stops_them_all():
                                  "--url", "https://www.example.com/up"], env=user_env,
                                 capture_output=True, text=True, timeout=60)
         assert result.returncode == 0, result.stderr
+        ingest = output.wait_for_line(lambda l: l.startswith("ingest "), 30, "the ingest's URL").split()[-1]
+        token = output.wait_for_line(lambda l: "ingest token" in l, 30, "the ingest token").split()[-1]
         admin = exported["CLOUDFLARE_BASE_URL"].removesuffix("/client/v4") + "/__sandbox/purges"
         wait_for(lambda: httpx.get(admin).json() != [], 30, "the purge to reach the sandbox")
         assert httpx.get(admin).json()[0]["items"] == ["https://www.example.com/up"]
+        # The ingest answers Cloudflare's purge call with the token `up` printed, and the purge
+        # goes out through the same worker.
+        assert ingest.endswith("/client/v4")
+        answer = httpx.post(f"{ingest}/zones/{ZONE}/purge_cache", json={"tags": ["from-ingest"]},
+                            headers={"Authorization": f"Bearer {token}"})
+        assert answer.status_code == 200 and answer.json()["success"] is True, answer.text
+        wait_for(lambda: any(p["items"] == ["from-ingest"] for p in httpx.get(admin).json()), 30,
+                 "the ingest's purge to reach the sandbox")
+        assert httpx.post(f"{ingest}/zones/{ZONE}/purge_cache", json={"tags": ["x"]}).status_code == 401
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(60)
@@ -45,3 +57,6 @@ def test_up_starts_redis_sandbox_and_worker_purges_and_stops_them_all():
         redis.Redis.from_url(exported["REDIS_URL"], socket_connect_timeout=2).ping()
     with pytest.raises(httpx.ConnectError):
         httpx.get(admin)
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(ingest.removesuffix("/client/v4") + "/health")
+    assert sum(token in line for line in output.lines) == 1  # printed once, never logged
