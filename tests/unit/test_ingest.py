@@ -122,3 +122,17 @@ def test_a_bad_ingest_token_setting_is_named_without_its_value(monkeypatch, toke
     assert any(expected in line for line in lines), lines
     for shown in (str(refused.value), repr(refused.value), *lines):
         assert "short-secret" not in shown and "nobody-may-see" not in shown
+
+
+def test_the_openapi_document_is_valid_and_documents_every_refusal():
+    from openapi_spec_validator import validate
+
+    from ingest.app import create_app
+    from zonepurge.runtime import Runtime
+
+    document = create_app(Runtime(Settings(), send=lambda *_: None)).openapi()
+    validate(document)
+    purge = document["paths"]["/client/v4/zones/{zone}/environments/{ref}/purge_cache"]["post"]
+    assert set(purge["responses"]) == {"200", "400", "401", "403", "404", "413", "503"}
+    assert purge["requestBody"]["content"]["application/json"]["schema"]["maxProperties"] == 1
+    assert "422" not in json.dumps(document)  # bad parameters are answered 400, as documented
