@@ -17,6 +17,7 @@ import pytest
 import redis
 
 from zonepurge.runtime import Runtime
+from zonepurge.sandbox.client import SandboxClient
 from zonepurge.services import (
     SANDBOX_TOKEN,
     ChildProcess,
@@ -82,35 +83,8 @@ def sandbox_process() -> Iterator[tuple[ChildProcess, str]]:
         child.stop()
 
 
-class Sandbox:
-    """The running sandbox, seen from a test: its base URL and its admin endpoints."""
-
-    def __init__(self, base_url: str) -> None:
-        self.base_url = base_url
-        root = base_url.removesuffix("/client/v4")
-        self.admin = httpx.Client(base_url=f"{root}/__sandbox", timeout=10)
-        self.api = httpx.Client(base_url=base_url, timeout=10,
-                                headers={"Authorization": f"Bearer {SANDBOX_TOKEN}"})
-
-    def reset(self, **body: Any) -> None:
-        self.admin.post("/reset", json=body or None).raise_for_status()
-
-    def faults(self, **faults: Any) -> None:
-        self.admin.post("/faults", json=faults).raise_for_status()
-
-    def purges(self) -> list[dict[str, Any]]:
-        return self.admin.get("/purges").raise_for_status().json()
-
-    def calls(self) -> list[dict[str, Any]]:
-        return self.admin.get("/calls").raise_for_status().json()
-
-    def environments(self, zone: str) -> dict[str, str]:
-        """name -> ref of a zone's environments."""
-        body = self.api.get(f"/zones/{zone}/environments").raise_for_status().json()
-        return {e["name"]: e["ref"] for e in body["result"]["environments"]}
-
-    def put_zone(self, zone: str, **config: Any) -> None:
-        self.admin.put(f"/zones/{zone}", json=config).raise_for_status()
+# The running sandbox, seen from a test: its base URL and its admin endpoints.
+Sandbox = SandboxClient
 
 
 @pytest.fixture
@@ -118,8 +92,7 @@ def sandbox(sandbox_process: tuple[ChildProcess, str]) -> Iterator[Sandbox]:
     box = Sandbox(sandbox_process[1])
     box.reset()
     yield box
-    box.admin.close()
-    box.api.close()
+    box.close()
 
 
 def _service_env(redis_urls: dict[str, str], sandbox_url: str) -> dict[str, str]:
