@@ -38,6 +38,7 @@ from ingest import envelope as env
 from ingest.auth import Grant, TokenRing
 from ingest.bodies import PURGE_BODY_SCHEMA, NotAnObjectError, purge_request
 from producer import Producer, Receipt, RequestError, UnavailableError, UnknownEnvironmentError
+from zonepurge import metrics
 from zonepurge.cloudflare import CloudflareError
 from zonepurge.items import Mode
 from zonepurge.lanes import Lane
@@ -277,6 +278,14 @@ def create_app(runtime: Runtime | None = None) -> FastAPI:
                                  "detail": f"cannot reach Redis ({type(exc).__name__})"},
                                 status_code=503)
         return {"status": "ready"}
+
+    @app.get("/metrics", tags=["operations"], include_in_schema=False)
+    async def prometheus_metrics() -> Response:
+        """Prometheus metrics: items enqueued here, and the queue's state (zonepurge/metrics.py)."""
+        from prometheus_client import CONTENT_TYPE_LATEST
+
+        body = await run_in_threadpool(metrics.exposition, runtime)
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
 
     return app
 

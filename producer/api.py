@@ -25,6 +25,7 @@ from typing import Any
 
 import redis
 
+from zonepurge import metrics
 from zonepurge.items import Kind, Mode
 from zonepurge.lanes import EnvTarget, Lane
 from zonepurge.model import PurgeRequest
@@ -141,6 +142,9 @@ class Producer:
     def _receipt(self, receipt_id: str, lane: Lane, items: int, accepted: int,
                  warnings: list[str]) -> Receipt:
         """Save (and seal) the receipt of items already registered to ``receipt_id``."""
+        labels = metrics.lane_labels(lane)
+        metrics.ITEMS_ENQUEUED.labels(**labels).inc(accepted)
+        metrics.ITEMS_DEDUPLICATED.labels(**labels).inc(items - accepted)
         receipt = Receipt(
             id=receipt_id,
             zone=lane.zone,

@@ -9,8 +9,9 @@ from __future__ import annotations
 import logging
 
 import threading
+from typing import Any
 
-from celery import Celery
+from celery import Celery, signals
 
 from zonepurge.settings import Settings, get_settings
 
@@ -43,6 +44,14 @@ def make_app(settings: Settings | None = None) -> Celery:
 
 # httpx logs every request at INFO; the flush logs one line per call with what matters.
 logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+@signals.setup_logging.connect
+def _logging(loglevel: Any = "INFO", **_: object) -> None:
+    """Celery leaves logging to us when this signal has a receiver: text or JSON lines."""
+    from zonepurge.logs import configure
+
+    configure(loglevel or "INFO", get_settings().log_format)
 
 app = make_app()
 

@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable
 from enum import StrEnum
 
+from zonepurge import metrics
 from zonepurge.backoff import full_jitter
 from zonepurge.budget import Budget, bucket_for
 from zonepurge.cloudflare import (
@@ -34,7 +35,7 @@ from zonepurge.cloudflare import (
 )
 from zonepurge.environments import UnknownEnvironmentError
 from zonepurge.items import ItemError, Kind, body_for, prefix_for_url
-from zonepurge.lanes import Lane
+from zonepurge.lanes import EnvTarget, Lane
 from zonepurge.runtime import Runtime
 from zonepurge.store import Batch, DeadLetter, Settlement
 
@@ -43,7 +44,7 @@ log = logging.getLogger("zonepurge.flush")
 # Longest countdown a flush is ever queued with: well under the broker's visibility timeout
 # (worker.app), past which Redis would deliver the waiting task a second time. A longer wait is
 # served in several hops: each hop finds the bucket still closed and waits again.
-MAX_DELAY_S = 1800.0
+MAX_DELAY_S = 300.0
 # How long an environment that answered 1136 is remembered as refusing URL purges.
 NO_URL_PURGE_TTL_S = 3600.0
 # Cloudflare refuses the request as a whole for these; halving it finds the items at fault.
@@ -131,23 +132,51 @@ class Flusher:
             return Outcome.WAITING
 
         started = time.perf_counter()
+        error: CloudflareError | None = None
         try:
             client.purge(lane.zone, target.ref, lane.mode, body_for(lane.kind, batch.members))
-        except ThrottledError as exc:
-            return self._throttled(batch, account, exc)
-        except ForbiddenError as exc:
-            return self._forbidden(batch, str(exc))
-        except RejectedError as exc:
-            return self._rejected(batch, exc)
         except CloudflareError as exc:
-            return self._retry(batch, str(exc))
+            error = exc
+        self._observe_call(batch, target, error, time.perf_counter() - started)
+        if isinstance(error, ThrottledError):
+            return self._throttled(batch, account, error)
+        if isinstance(error, ForbiddenError):
+            return self._forbidden(batch, str(error))
+        if isinstance(error, RejectedError):
+            return self._rejected(batch, error)
+        if error is not None:
+            return self._retry(batch, str(error))
         rt.store.finish(batch, Settlement())
         rt.store.clear_failures(lane)
         if rt.store.resume(lane.zone):
             log.warning("zone %s: purging works again; resumed", lane.zone)
-        log.info("purged %d %s in %s (%.0f ms)", len(batch.members), lane.kind.value, lane,
-                 (time.perf_counter() - started) * 1000)
+        labels = metrics.lane_labels(lane)
+        metrics.ITEMS_PURGED.labels(**labels).inc(len(batch.members))
+        now = time.time()
+        latency = metrics.PURGE_LATENCY.labels(lane.kind.value)
+        for enqueued_ms in batch.enqueued_ms:
+            latency.observe(max(0.0, now - enqueued_ms / 1000))
         return Outcome.PURGED
+
+    def _observe_call(self, batch: Batch, target: EnvTarget, error: CloudflareError | None,
+                      seconds: float) -> None:
+        """One log line and the metrics of one call to Cloudflare."""
+        lane = batch.lane
+        status = "200" if error is None else str(error.status or "error")
+        code = error.code if isinstance(error, RejectedError) else None
+        metrics.API_CALLS.labels(lane.kind.value, status, str(code or "")).inc()
+        metrics.CALL_DURATION.labels(lane.kind.value).observe(seconds)
+        metrics.BATCH_SIZE.labels(lane.kind.value).observe(len(batch.members))
+        if isinstance(error, ThrottledError):
+            metrics.THROTTLED.labels(bucket_for(lane.kind)).inc()
+        self.runtime.store.count(calls=1, throttled=int(isinstance(error, ThrottledError)),
+                                 failed=int(error is not None and not isinstance(error, ThrottledError)))
+        log.log(logging.INFO if error is None else logging.WARNING, "api call: %s %d %s, %s",
+                lane, len(batch.members), lane.kind.value, status,
+                extra={"event": "api_call", "zone": lane.zone, "environment": target.describe(),
+                       "kind": lane.kind.value, "mode": lane.mode.value, "items": len(batch.members),
+                       "status": status, "code": code, "duration_ms": round(seconds * 1000, 1),
+                       "receipts": ",".join(self.runtime.store.receipts_of(lane, batch.members)) or None})
 
     def _after_everything(self, batch: Batch, outcome: Outcome) -> None:
         """A purge-everything went out: the items it covered are done. Whatever its outcome,
@@ -165,12 +194,21 @@ class Flusher:
         """Take the send's cost from the budget, waiting in this slot for a short wait only.
         Returns 0 once paid, else the wait still ahead (nothing paid)."""
         in_slot = self.runtime.settings.budget_wait_in_slot_s
+        waited = 0.0
+        wait = 0.0
         for _ in range(8):
             wait = self.budget.acquire(account, kind, items)
             if wait <= 0 or wait > in_slot:
-                return wait
+                break
+            waited += max(wait, 0.001)
             self.sleep(max(wait, 0.001))  # a wait of rounding error would otherwise spin
-        return self.budget.acquire(account, kind, items)
+        else:
+            wait = self.budget.acquire(account, kind, items)
+        if waited or wait > 0:
+            bucket = bucket_for(kind)
+            metrics.BUDGET_WAITS.labels(bucket).inc()
+            metrics.BUDGET_WAIT_SECONDS.labels(bucket).inc(waited + max(wait, 0.0))
+        return wait
 
     # -- answers -----------------------------------------------------------------------------
 
@@ -203,6 +241,8 @@ class Flusher:
                              {m: c + 1 for m, c in zip(batch.members, counts, strict=True)})
         store.finish(batch, Settlement(back=back, count_attempt=True, dead=dead),
                      attempts_ttl_s=s.max_age_s)
+        metrics.RETRIES.labels(batch.lane.kind.value).inc()
+        _count_dead(batch.lane, dead)
         failures = store.count_failure(batch.lane, ttl_s=s.retry_max_s * 10)
         wait = full_jitter(failures, s.retry_base_s, s.retry_max_s)
         self.runtime.scheduler.nudge(batch.lane, delay_s=wait)
@@ -270,6 +310,7 @@ class Flusher:
         records = self._records(batch, members, reason, code, message,
                                 {m: c + 1 for m, c in zip(members, counts, strict=True)})
         self.runtime.store.finish(batch, Settlement(dead=records))
+        _count_dead(batch.lane, records)
         log.error("%d %s in %s dead-lettered: %s", len(records), batch.lane.kind.value, batch.lane,
                   message)
         return Outcome.DEAD_LETTERED
@@ -287,3 +328,10 @@ class Flusher:
             for member in members
         ]
 
+
+def _count_dead(lane: Lane, records: list[DeadLetter]) -> None:
+    by_reason: dict[str, int] = {}
+    for record in records:
+        by_reason[record.reason] = by_reason.get(record.reason, 0) + 1
+    for reason, count in by_reason.items():
+        metrics.ITEMS_DEAD_LETTERED.labels(**metrics.lane_labels(lane), reason=reason).inc(count)

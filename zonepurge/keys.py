@@ -11,6 +11,7 @@
     zp:budget:{account}:{bucket} hash   tokens, ts, blocked_until, throttles (zonepurge.budget)
     zp:paused:{zone}            hash    why and since when a zone's purging is paused (401/403)
     zp:no-url-purge:{zone}:{env} string set when an environment answered 1136, with a TTL
+    zp:stats                    hash    running totals: purged, dead_lettered, calls, throttled, failed
     zp:dead                     list    dead-letter records (JSON), newest last
     zp:envs:{zone}              string  the zone's environments (JSON), with a TTL
     zp:receipt:{id}             hash    what one enqueue call accepted and what became of it, with a TTL
@@ -26,6 +27,7 @@ PREFIX = "zp:"
 LANES = PREFIX + "lanes"
 LEASES = PREFIX + "leases"
 DEAD_LETTERS = PREFIX + "dead"
+STATS = PREFIX + "stats"
 PENDING_PREFIX = PREFIX + "pending:"
 LEASE_PREFIX = PREFIX + "lease:"
 RECEIPT_PREFIX = PREFIX + "receipt:"

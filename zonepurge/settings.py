@@ -164,6 +164,11 @@ class Settings(BaseSettings):
 
     queue: str = "zonepurge"
 
+    # Workers serve Prometheus metrics on this port when set (zonepurge/metrics.py).
+    metrics_port: int | None = Field(None, ge=1, le=65535)
+    # "text" for people, "json" for a log pipeline: one object per line (zonepurge/logs.py).
+    log_format: Literal["text", "json"] = "text"
+
     @field_validator("plan", mode="before")
     @classmethod
     def _plan_lower(cls, value: object) -> object:

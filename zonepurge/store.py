@@ -521,6 +521,12 @@ class Store:
                 finished = [m for m in batch.members if m not in still_waiting]
                 if finished:
                     pipe.hdel(attempts_key, *finished)
+                redirected_count = len(outcome.redirect[1]) if outcome.redirect else 0
+                purged = len(finished) - len(outcome.dead) - redirected_count
+                if purged > 0:
+                    pipe.hincrby(keys.STATS, "purged", purged)
+                if outcome.dead:
+                    pipe.hincrby(keys.STATS, "dead_lettered", len(outcome.dead))
                 pipe.delete(lease_key)
                 pipe.zrem(keys.LEASES, batch.lease_id)
                 pipe.execute()
@@ -546,6 +552,26 @@ class Store:
             })],
             client=pipe,
         )
+
+    def count(self, **fields: int) -> None:
+        """Add to the running totals `zonepurge top` turns into rates."""
+        pipe = self.redis.pipeline(transaction=False)
+        for name, n in fields.items():
+            pipe.hincrby(keys.STATS, name, n)
+        pipe.execute()
+
+    def totals(self) -> dict[str, int]:
+        return {k.decode(): int(v) for k, v in self.redis.hgetall(keys.STATS).items()}
+
+    def receipts_of(self, lane: Lane, members: Sequence[str]) -> list[str]:
+        """The receipts waiting for any of these members (for logs: one round trip)."""
+        if not members:
+            return []
+        found: dict[str, None] = {}
+        for raw in self.redis.hmget(keys.watch(lane.id), list(members)):
+            if raw:
+                found.update(dict.fromkeys(raw.decode().split(",")))
+        return list(found)
 
     def attempts(self, lane: Lane, members: Sequence[str]) -> list[int]:
         """Transient failures counted so far for each member."""

@@ -199,3 +199,12 @@ def test_bad_settings_are_named_without_a_traceback_or_their_values(service_env)
     assert "ZONEPURGE_ACCOUNTS" in result.stderr or "ZONEPURGE_PLAN" in result.stderr
     result = cli(["status"], {**service_env, "ZONEPURGE_PLAN": "gold", "REDIS_URL": "localhost:6379"})
     assert "ZONEPURGE_PLAN:" in result.stderr and "REDIS_URL:" in result.stderr
+
+
+def test_top_shows_rates_and_the_queue(service_env, runtime):
+    runtime.store.count(purged=40, calls=2)
+    runtime.store.enqueue(Lane.parse(f"{ZONE}:@production:tags:purge"), ["a", "b"])
+    result = cli(["top", "--once", "--interval", "0.2"], service_env)
+    assert result.returncode == 0, result.stderr
+    assert "purged 0/s (40 in all)" in result.stdout
+    assert "pending 2" in result.stdout and "tags" in result.stdout
