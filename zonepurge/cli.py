@@ -436,6 +436,21 @@ def serve(host: str, port: int) -> None:
     run(host, port)
 
 
+@main.command(context_settings=_HELP_SETTINGS)
+@click.option("--interval", "-n", type=click.FloatRange(0.1, 3600), default=2.0, show_default=True,
+              help="Seconds between frames (and the span of the rates).")
+@click.option("--once", is_flag=True, help="Print one frame and exit (for scripts and logs).")
+def top(interval: float, once: bool) -> None:
+    """A live view: pending per lane, purge rate, 429s and failures, budget, paused zones."""
+    from zonepurge.top import run
+
+    runtime = _with_runtime(False)
+    try:
+        run(runtime, interval, once, sys.stdout)
+    except KeyboardInterrupt:
+        pass
+
+
 # -- worker ----------------------------------------------------------------------------------
 
 
@@ -448,9 +463,20 @@ def serve(host: str, port: int) -> None:
 def worker(concurrency: int, pool: str, loglevel: str) -> None:
     """Run a Celery worker that flushes purges to Cloudflare.
 
-    Same as `celery -A worker worker -Q <queue> -P threads -c 8`. Run as many as you like, on as
-    many hosts as you like, against one Redis.
+    Like `celery -A worker worker -Q <queue> -P threads -c 8`, and started again if it ever exits
+    without being asked to (a Redis restart can make Celery's worker quit). Run as many as you
+    like, on as many hosts as you like, against one Redis.
     """
+    from worker.supervise import CHILD_ENV, supervise
+
+    if not os.environ.get(CHILD_ENV):
+        sys.exit(supervise([sys.executable, "-m", "zonepurge", "worker", "--concurrency",
+                            str(concurrency), "--pool", pool, "--loglevel", loglevel]))
+    if pool == "prefork" and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # Prefork children count into files here; the main process serves their sum.
+        import tempfile
+
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="zonepurge-metrics-")
     from worker import app
     from zonepurge.settings import get_settings
 

@@ -104,8 +104,11 @@ def test_redis_killed_and_restarted_keeps_what_it_acknowledged_and_workers_carry
         more = [f"https://www.example.com/r2/{i}" for i in range(100)]
         wait_for(lambda: Producer(runtime).enqueue({"zone": ZONE, "files": more}) is not None, 30,
                  "Redis to be back")
-        wait_for(lambda: {u for p in sandbox.purges() for u in p["items"]} >= set(more), 60,
-                 "the worker to purge after reconnecting")
+        try:
+            wait_for(lambda: {u for p in sandbox.purges() for u in p["items"]} >= set(more), 60,
+                     "the worker to purge after reconnecting")
+        except Exception as exc:
+            raise AssertionError(f"{exc}; worker exit status {worker.process.poll()}\nworker log:\n{worker.output.tail(60)}") from None
     finally:
         worker.stop()
 

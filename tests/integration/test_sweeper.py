@@ -26,3 +26,17 @@ def test_the_sweeper_thread_stops_when_told(runtime):
     sweeper.halt()
     sweeper.join(timeout=5)
     assert not sweeper.is_alive()
+
+
+def test_a_sweep_flushes_overdue_lanes_itself_when_no_worker_consumes(runtime, sender, sandbox):
+    from worker.flush import Flusher
+
+    store = runtime.store
+    old = store.server_ms() - 60_000  # waited a minute: no Celery consumer took its flush
+    store.enqueue(LANE, ["stuck-tag"], at_ms=old)
+    assert sweep(runtime, Flusher(runtime)) == 1
+    assert [p["items"] for p in sandbox.purges()] == [["stuck-tag"]]
+    fresh = Lane(ZONE, PRODUCTION_TARGET, Kind.HOSTS, Mode.PURGE)
+    store.enqueue(fresh, ["www.example.com"])  # not overdue: left to the queued flush
+    sweep(runtime, Flusher(runtime))
+    assert len(sandbox.purges()) == 1
