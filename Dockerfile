@@ -5,6 +5,7 @@ COPY pyproject.toml README.md ./
 COPY zonepurge ./zonepurge
 COPY producer ./producer
 COPY worker ./worker
+COPY ingest ./ingest
 RUN pip install --no-cache-dir . && useradd --create-home zonepurge
 USER zonepurge
 ENTRYPOINT ["zonepurge"]

@@ -62,6 +62,13 @@ if [ -z "${REDIS_URL:-}" ] && ! command -v redis-server >/dev/null 2>&1; then
     apt_install redis-server
 fi
 
+# The test suite checks docker-compose.yml with Compose itself: the docker CLI's plugin if
+# there is one, else Debian's docker-compose (it needs no Docker engine for `config`).
+if [ "${ZONEPURGE_TEST_TOOLS:-0}" = 1 ] && ! docker compose version >/dev/null 2>&1 &&
+    ! command -v docker-compose >/dev/null 2>&1; then
+    apt_install docker-compose
+fi
+
 STAMP="$VENV/.zonepurge-installed"
 WANT="$(sha256sum "$ROOT/pyproject.toml" | cut -d' ' -f1)"
 if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$WANT" ]; then
