@@ -790,3 +790,16 @@ def test_config_from_file(tmp_path: Path) -> None:
         SandboxConfig.model_validate({"plan": "pro", "typo": True})
     with pytest.raises(ValidationError):
         SandboxConfig.model_validate({"zones": [{"id": ZONE}, {"id": ZONE}]})
+
+
+def test_stats_count_what_the_records_hold(sandbox: Sandbox) -> None:
+    sandbox.admin("POST", "reset", {"limits": {"url_rate_per_s": 1, "url_burst": 5}})
+    assert sandbox.purge({"files": urls(3)}).status_code == 200
+    sandbox.clock.advance(2)
+    assert sandbox.purge({"tags": ["a", "b"]}).status_code == 200
+    assert sandbox.purge({"files": urls(5)}).status_code == 429
+    stats = sandbox.admin("GET", "stats").json()
+    assert stats == {"purges": 2, "items_purged": 5, "calls": 3, "throttled": 1,
+                     "first_purge_at": 500.0, "last_purge_at": 502.0}
+    sandbox.admin("POST", "reset", {})
+    assert sandbox.admin("GET", "stats").json()["items_purged"] == 0

@@ -14,7 +14,8 @@ error 1136, ``reject_items``, and last the account's token bucket. Whatever refu
 first answers it, so a refused call never reaches the bucket and takes no tokens.
 
 Admin endpoints (no auth) live under ``/__sandbox``: ``health``, ``purges``, ``calls``,
-``faults`` (GET/POST), ``limits``, ``reset`` (POST) and ``zones/{zone}`` (PUT). Error codes are
+``stats`` (counts only: cheap to poll while a million URLs are purged), ``faults`` (GET/POST),
+``limits``, ``reset`` (POST) and ``zones/{zone}`` (PUT). Error codes are
 listed in :mod:`zonepurge.sandbox.validation`.
 
 Tokens are compared, never stored in logs, records or responses.
@@ -122,6 +123,7 @@ class SandboxState:
         self.zones = {z.id: z for z in self.config.zones}
         self.purges.clear()
         self.calls.clear()
+        self.items_purged = 0
         # New, full buckets and windows, built lazily from the (possibly new) limits.
         self._buckets: dict[tuple[str, Bucket], TokenBucket] = {}
         self._windows: dict[int, BlockingWindow] = {}
@@ -371,6 +373,7 @@ class _Sandbox:
                 "at": self.state.clock(),
             }
         )
+        self.state.items_purged += len(purge.items)
         return _success({"id": purge_id})
 
     def _environment(self, zone: ZoneSpec, ref: str | None) -> EnvironmentSpec | None:
@@ -417,6 +420,17 @@ class _Sandbox:
 
     async def calls(self, request: Request) -> Response:
         return JSONResponse(self.state.calls)
+
+    async def stats(self, request: Request) -> Response:
+        purges, calls = self.state.purges, self.state.calls
+        return JSONResponse({
+            "purges": len(purges),
+            "items_purged": self.state.items_purged,
+            "calls": len(calls),
+            "throttled": sum(1 for c in calls if c["status"] == 429),
+            "first_purge_at": purges[0]["at"] if purges else None,
+            "last_purge_at": purges[-1]["at"] if purges else None,
+        })
 
     async def limits(self, request: Request) -> Response:
         return JSONResponse(self.state.describe_limits())
@@ -530,6 +544,7 @@ def create_app(
         Route(f"{ADMIN_PREFIX}/health", sandbox.health, methods=["GET"]),
         Route(f"{ADMIN_PREFIX}/purges", sandbox.purges, methods=["GET"]),
         Route(f"{ADMIN_PREFIX}/calls", sandbox.calls, methods=["GET"]),
+        Route(f"{ADMIN_PREFIX}/stats", sandbox.stats, methods=["GET"]),
         Route(f"{ADMIN_PREFIX}/limits", sandbox.limits, methods=["GET"]),
         Route(f"{ADMIN_PREFIX}/faults", sandbox.faults, methods=["GET", "POST"]),
         Route(f"{ADMIN_PREFIX}/reset", sandbox.reset, methods=["POST"]),

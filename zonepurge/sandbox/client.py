@@ -34,6 +34,11 @@ class SandboxClient:
     def calls(self) -> list[dict[str, Any]]:
         return self.admin.get("/calls").raise_for_status().json()
 
+    def stats(self) -> dict[str, Any]:
+        """Counts of purges, items purged, calls and 429s, and the first and last purge's time:
+        cheap to poll where ``purges()`` would send every item each time."""
+        return self.admin.get("/stats").raise_for_status().json()
+
     def environments(self, zone: str) -> dict[str, str]:
         """name -> ref of a zone's environments."""
         body = self.api.get(f"/zones/{zone}/environments").raise_for_status().json()
