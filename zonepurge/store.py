@@ -100,46 +100,82 @@ end
 _ENQUEUE = _NOW + _WATCH + """
 -- KEYS: pending, lanes, twin pending (the same lane in the other mode), watch, twin watch,
 --       receipt
--- ARGV: lane id, now ms (or ''), mode, receipt id (or ''), receipt ttl s, members...
+-- ARGV: lane id, now ms (or ''), mode, receipt id (or ''), receipt ttl s, member count,
+--       members joined by newlines (no member holds one: zonepurge.items forbids it)
+--
+-- Every Redis call here is made once per slice of members, never once per member: a file of a
+-- million URLs is enqueued at the speed of a few bulk commands (bench/, docs/benchmarks.md).
 local now = now_ms(ARGV[2])
 local rid = ARGV[4]
 local slice = tonumber(%(slice)d)
+local all = {}
+for m in string.gmatch(ARGV[7], '[^\\n]+') do all[#all + 1] = m end
+if #all ~= tonumber(ARGV[6]) then
+  return redis.error_reply('enqueue: expected ' .. ARGV[6] .. ' members, read ' .. #all)
+end
+local twin_pending = redis.call('EXISTS', KEYS[3]) == 1
 local added = 0
 local watched = 0
-for first = 6, #ARGV, slice do
-  local last = math.min(first + slice - 1, #ARGV)
-  local members = {unpack(ARGV, first, last)}
-  local twin = redis.call('ZMSCORE', KEYS[3], unpack(members))
-  local kept = {}
-  if ARGV[3] == 'invalidate' then
-    for j = 1, #members do
-      if twin[j] then
-        -- a pending hard purge already covers a soft purge of the same item: wait for it
-        if rid ~= '' then watched = watched + watch_add(KEYS[5], members[j], rid) end
-      else
-        kept[#kept + 1] = members[j]
+local seen = {}
+
+-- Registers receipt `rid` on each member of a list, in two bulk calls; counts each member of
+-- the receipt once (an item given twice in one request or file counts once).
+local function watch_add_all(watch, list)
+  if rid == '' or #list == 0 then return end
+  local cur = redis.call('HMGET', watch, unpack(list))
+  local hset = {}
+  for j = 1, #list do
+    local member = list[j]
+    local c = cur[j]
+    if not seen[member] then
+      seen[member] = true
+      if not c then
+        hset[#hset + 1] = member
+        hset[#hset + 1] = rid
+        watched = watched + 1
+      elseif not string.find(',' .. c .. ',', ',' .. rid .. ',', 1, true) then
+        hset[#hset + 1] = member
+        hset[#hset + 1] = c .. ',' .. rid
+        watched = watched + 1
       end
     end
-  else
-    -- a pending soft purge of the same item is moot: its receipts wait for this one instead
-    local moot = {}
-    for j = 1, #members do
-      if twin[j] then
-        moot[#moot + 1] = members[j]
-        watch_move(KEYS[5], members[j], KEYS[4], members[j])
+  end
+  if #hset > 0 then redis.call('HSET', watch, unpack(hset)) end
+end
+
+for first = 1, #all, slice do
+  local members = {unpack(all, first, math.min(first + slice - 1, #all))}
+  local kept = members
+  if twin_pending then
+    local twin = redis.call('ZMSCORE', KEYS[3], unpack(members))
+    if ARGV[3] == 'invalidate' then
+      -- a pending hard purge already covers a soft purge of the same item: wait for it
+      local covered = {}
+      kept = {}
+      for j = 1, #members do
+        if twin[j] then covered[#covered + 1] = members[j] else kept[#kept + 1] = members[j] end
       end
+      watch_add_all(KEYS[5], covered)
+    else
+      -- a pending soft purge of the same item is moot: its receipts wait for this one instead
+      local moot = {}
+      for j = 1, #members do
+        if twin[j] then
+          moot[#moot + 1] = members[j]
+          watch_move(KEYS[5], members[j], KEYS[4], members[j])
+        end
+      end
+      if #moot > 0 then redis.call('ZREM', KEYS[3], unpack(moot)) end
     end
-    if #moot > 0 then redis.call('ZREM', KEYS[3], unpack(moot)) end
-    kept = members
   end
   if #kept > 0 then
     local zargs = {}
     for j = 1, #kept do
       zargs[#zargs + 1] = now
       zargs[#zargs + 1] = kept[j]
-      if rid ~= '' then watched = watched + watch_add(KEYS[4], kept[j], rid) end
     end
     added = added + redis.call('ZADD', KEYS[1], 'NX', unpack(zargs))
+    watch_add_all(KEYS[4], kept)
   end
 end
 redis.call('SADD', KEYS[2], ARGV[1])
@@ -400,11 +436,16 @@ class Store:
         soft purge whose hard twin is pending, for the twin) until ``save_receipt`` seals it.
         """
         twin = lane.with_(mode=Mode.PURGE if lane.mode is Mode.INVALIDATE else Mode.INVALIDATE)
+        # One argument for all members, not one each: packing thousands of arguments costs the
+        # producer more than the script costs Redis.
+        joined = "\n".join(members)
+        if members and (joined.count("\n") != len(members) - 1 or not all(members)):
+            raise ValueError("a member is empty or holds a newline: not made by zonepurge.items")
         added, pending = self._enqueue(
             keys=[keys.pending(lane.id), keys.LANES, keys.pending(twin.id), keys.watch(lane.id),
                   keys.watch(twin.id), keys.receipt(receipt_id or "")],
             args=[lane.id, "" if at_ms is None else at_ms, lane.mode.value, receipt_id or "",
-                  receipt_ttl_s, *members],
+                  receipt_ttl_s, len(members), joined],
         )
         return EnqueueResult(int(added), int(pending))
 

@@ -1,6 +1,8 @@
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from zonepurge.items import (
     ItemError,
@@ -121,3 +123,48 @@ def test_bodies_use_one_form_per_request():
         "files": [{"url": "https://a.com/y"},
                   {"url": "https://a.com/x", "headers": {"CF-IPCountry": "US"}}]
     }
+
+
+# The shortcut for URLs already in their member's spelling must agree with the long way on
+# every URL it takes. URL-shaped text, with the parts where the two could part ways: case,
+# ports, dots and dashes at label edges, long labels, empty queries, fragments, odd characters.
+_good_label = st.from_regex(r"[a-z0-9_][a-z0-9_-]{0,5}[a-z0-9_]|[a-z0-9]", fullmatch=True)
+_label = st.one_of(_good_label, _good_label, _good_label, st.text(alphabet="aZ09_-.", max_size=4),
+                   st.sampled_from(["a" * 63, "b" * 64, "", "-a", "a-", "xn--bcher-kva"]))
+_url_like = st.builds(
+    lambda scheme, labels, port, slash, path: f"{scheme}://{'.'.join(labels)}{port}{slash}{path}",
+    st.sampled_from(["http", "https", "https", "HTTPS", "ftp"]),
+    st.lists(_label, min_size=1, max_size=4),
+    st.sampled_from(["", "", "", ":443", ":80", ":8443", ":"]),
+    st.sampled_from(["/", "/", "/", ""]),
+    st.text(alphabet="/aB?=&%@:.-_~\u00e9", max_size=12) | st.text(alphabet="/aB?#* \t", max_size=6),
+)
+
+
+@settings(max_examples=3000, deadline=None)
+@given(_url_like)
+def test_the_canonical_shortcut_agrees_with_the_full_normalization(url):
+    from zonepurge.items import _canonical, _normalize_url_parts
+
+    if _canonical(url):
+        assert _normalize_url_parts(url) == url
+
+
+def test_those_examples_reach_the_shortcut_and_its_edges():
+    from hypothesis import find
+
+    from zonepurge.items import _canonical
+
+    find(_url_like, _canonical)  # raises if no example ever took the shortcut
+    find(_url_like, lambda u: _canonical(u) and "?" in u and "-" in u)
+
+
+def test_the_shortcut_takes_the_urls_a_cms_sends():
+    from zonepurge.items import _canonical
+
+    assert _canonical("https://www.example.com/articles/12?page=1")
+    assert _canonical("http://127.0.0.1/x")
+    assert not _canonical("https://www.example.com")  # no path: the long way adds "/"
+    assert not _canonical("https://Www.example.com/")
+    assert not _canonical("https://www.example.com/?")
+    assert not _canonical("https://-bad.example.com/")
