@@ -41,6 +41,8 @@ from zonepurge.store import Batch, DeadLetter, Settlement
 
 log = logging.getLogger("zonepurge.flush")
 
+# How long one flush task may go on sending batches of its lane (Flusher.drain).
+DRAIN_SPAN_S = 2.0
 # Longest countdown a flush is ever queued with: well under the broker's visibility timeout
 # (worker.app), past which Redis would deliver the waiting task a second time. A longer wait is
 # served in several hops: each hop finds the bucket still closed and waits again.
@@ -75,41 +77,64 @@ class Flusher:
         self.budget = budget or Budget(runtime.store.redis, runtime.settings)
 
     def flush(self, lane_id: str) -> Outcome:
+        """Send one batch of the lane (if one is due); queue the next flush if more remain."""
+        return self.drain(lane_id, span_s=0)
+
+    def drain(self, lane_id: str, span_s: float = DRAIN_SPAN_S) -> Outcome:
+        """Send batch after batch of the lane for up to ``span_s`` seconds, while batches are
+        due and sends go through; then queue the next flush if more remain.
+
+        One task sends many batches under a backlog instead of one task per batch, which
+        spared Celery's dispatch for every 500 URLs. Other worker slots still join in: each
+        batch taken with a full batch behind it queues one more flush of the lane, if none is
+        queued. The span bounds how long one lane holds a slot while other lanes wait.
+        """
+        lane = Lane.parse(lane_id)
+        # This queued flush has started: a nudge may queue another from now on.
+        self.runtime.store.clear_flush_queued(lane)
+        deadline = time.monotonic() + span_s
+        while True:
+            outcome, more = self._flush_once(lane)
+            if not more:
+                return outcome
+            if time.monotonic() >= deadline:
+                self.runtime.scheduler.nudge(lane, delay_s=0)
+                return outcome
+
+    def _flush_once(self, lane: Lane) -> tuple[Outcome, bool]:
+        """One batch: its outcome, and whether the lane has more to send at once."""
         rt = self.runtime
         settings = rt.settings
-        lane = Lane.parse(lane_id)
-        rt.store.clear_flush_queued(lane)
         pause = rt.store.paused(lane.zone)
         if pause is not None and pause["probe_at"] > self.clock():
             rt.scheduler.nudge(lane, delay_s=min(pause["probe_at"] - self.clock(), MAX_DELAY_S))
-            return Outcome.WAITING
+            return Outcome.WAITING, False
         cap = settings.limits.items_per_request(lane.kind)
         at_ms = int(self._given_clock() * 1000) if self._given_clock is not None else None
         take = rt.store.take(lane, cap, settings.debounce_s, settings.lease_s, at_ms=at_ms)
         if take.status == "empty":
-            return Outcome.EMPTY
+            return Outcome.EMPTY, False
         if take.status == "covered":
             # A pending purge-everything will purge these too; its flush nudges this lane after.
-            return Outcome.WAITING
+            return Outcome.WAITING, False
         if take.status == "wait":
             rt.scheduler.nudge(lane, delay_s=take.wait_s)
-            return Outcome.WAITING
+            return Outcome.WAITING, False
         batch = take.batch
         assert batch is not None
         if batch.remaining >= cap:
             # Another full batch is ready: let another worker slot send it meanwhile.
             rt.scheduler.nudge(lane, delay_s=0)
-        outcome = self._send(batch)
+        outcome = self._send(batch, was_paused=pause is not None)
         if lane.kind is Kind.EVERYTHING:
             self._after_everything(batch, outcome)
-        if outcome in (Outcome.PURGED, Outcome.SPLIT, Outcome.REDIRECTED, Outcome.DEAD_LETTERED) and (
-                batch.remaining or outcome is Outcome.SPLIT):
-            rt.scheduler.nudge(lane, delay_s=0)
-        return outcome
+        more = outcome in (Outcome.PURGED, Outcome.SPLIT, Outcome.REDIRECTED, Outcome.DEAD_LETTERED) and (
+            batch.remaining > 0 or outcome is Outcome.SPLIT)
+        return outcome, more
 
     # -- one batch ---------------------------------------------------------------------------
 
-    def _send(self, batch: Batch) -> Outcome:
+    def _send(self, batch: Batch, was_paused: bool = False) -> Outcome:
         rt = self.runtime
         lane = batch.lane
         if lane.kind is Kind.FILES and rt.store.refuses_url_purge(lane):
@@ -137,18 +162,17 @@ class Flusher:
             client.purge(lane.zone, target.ref, lane.mode, body_for(lane.kind, batch.members))
         except CloudflareError as exc:
             error = exc
-        self._observe_call(batch, target, error, time.perf_counter() - started)
+        counts = self._observe_call(batch, target, error, time.perf_counter() - started)
         if isinstance(error, ThrottledError):
-            return self._throttled(batch, account, error)
+            return self._throttled(batch, account, error, counts)
         if isinstance(error, ForbiddenError):
-            return self._forbidden(batch, str(error))
+            return self._forbidden(batch, str(error), counts)
         if isinstance(error, RejectedError):
-            return self._rejected(batch, error)
+            return self._rejected(batch, error, counts)
         if error is not None:
-            return self._retry(batch, str(error))
-        rt.store.finish(batch, Settlement())
-        rt.store.clear_failures(lane)
-        if rt.store.resume(lane.zone):
+            return self._retry(batch, str(error), counts)
+        rt.store.finish(batch, Settlement(counts=counts, sent_ok=True))
+        if was_paused and rt.store.resume(lane.zone):
             log.warning("zone %s: purging works again; resumed", lane.zone)
         labels = metrics.lane_labels(lane)
         metrics.ITEMS_PURGED.labels(**labels).inc(len(batch.members))
@@ -159,24 +183,25 @@ class Flusher:
         return Outcome.PURGED
 
     def _observe_call(self, batch: Batch, target: EnvTarget, error: CloudflareError | None,
-                      seconds: float) -> None:
-        """One log line and the metrics of one call to Cloudflare."""
+                      seconds: float) -> dict[str, int]:
+        """One log line and the metrics of one call to Cloudflare; what it adds to the running
+        totals, for the settlement to record."""
         lane = batch.lane
         status = "200" if error is None else str(error.status or "error")
         code = error.code if isinstance(error, RejectedError) else None
+        throttled = isinstance(error, ThrottledError)
         metrics.API_CALLS.labels(lane.kind.value, status, str(code or "")).inc()
         metrics.CALL_DURATION.labels(lane.kind.value).observe(seconds)
         metrics.BATCH_SIZE.labels(lane.kind.value).observe(len(batch.members))
-        if isinstance(error, ThrottledError):
+        if throttled:
             metrics.THROTTLED.labels(bucket_for(lane.kind)).inc()
-        self.runtime.store.count(calls=1, throttled=int(isinstance(error, ThrottledError)),
-                                 failed=int(error is not None and not isinstance(error, ThrottledError)))
         log.log(logging.INFO if error is None else logging.WARNING, "api call: %s %d %s, %s",
                 lane, len(batch.members), lane.kind.value, status,
                 extra={"event": "api_call", "zone": lane.zone, "environment": target.describe(),
                        "kind": lane.kind.value, "mode": lane.mode.value, "items": len(batch.members),
                        "status": status, "code": code, "duration_ms": round(seconds * 1000, 1),
-                       "receipts": ",".join(self.runtime.store.receipts_of(lane, batch.members)) or None})
+                       "receipts": ",".join(batch.receipts) or None})
+        return {"calls": 1, "throttled": int(throttled), "failed": int(error is not None and not throttled)}
 
     def _after_everything(self, batch: Batch, outcome: Outcome) -> None:
         """A purge-everything went out: the items it covered are done. Whatever its outcome,
@@ -212,7 +237,8 @@ class Flusher:
 
     # -- answers -----------------------------------------------------------------------------
 
-    def _throttled(self, batch: Batch, account: str, exc: ThrottledError) -> Outcome:
+    def _throttled(self, batch: Batch, account: str, exc: ThrottledError,
+                   counts: dict[str, int]) -> Outcome:
         s = self.runtime.settings
         if exc.retry_after is not None:
             wait = exc.retry_after
@@ -220,26 +246,26 @@ class Flusher:
             throttles = self.runtime.store.count_failure(batch.lane, ttl_s=s.retry_max_s * 10)
             wait = min(s.retry_max_s, s.throttle_guess_s * 2 ** (throttles - 1))
         closed_for = self.budget.block(account, bucket_for(batch.lane.kind), wait)
-        self.runtime.store.finish(batch, Settlement(back=batch.members))
+        self.runtime.store.finish(batch, Settlement(back=batch.members, counts=counts))
         self.runtime.scheduler.nudge(batch.lane, delay_s=min(closed_for, MAX_DELAY_S))
         log.warning("429 for %s: the %s budget of account %s is closed for %.1fs; %d item(s) wait",
                     batch.lane, bucket_for(batch.lane.kind), account, closed_for, len(batch.members))
         return Outcome.WAITING
 
-    def _retry(self, batch: Batch, why: str) -> Outcome:
+    def _retry(self, batch: Batch, why: str, counts: dict[str, int] | None = None) -> Outcome:
         """A transient failure: back to pending with an attempt counted, unless spent."""
         s = self.runtime.settings
         store = self.runtime.store
         now = self.clock()
-        counts = store.attempts(batch.lane, batch.members)
+        tries = store.attempts(batch.lane, batch.members)
         back, spent = [], []
-        for member, enqueued_ms, count in zip(batch.members, batch.enqueued_ms, counts, strict=True):
+        for member, enqueued_ms, count in zip(batch.members, batch.enqueued_ms, tries, strict=True):
             too_old = now - enqueued_ms / 1000 > s.max_age_s
             (spent if count + 1 >= s.max_attempts or too_old else back).append(member)
         dead = self._records(batch, spent, "gave-up", None,
                              f"{why} (after {s.max_attempts} attempts or {s.max_age_s:.0f}s)",
-                             {m: c + 1 for m, c in zip(batch.members, counts, strict=True)})
-        store.finish(batch, Settlement(back=back, count_attempt=True, dead=dead),
+                             {m: c + 1 for m, c in zip(batch.members, tries, strict=True)})
+        store.finish(batch, Settlement(back=back, count_attempt=True, dead=dead, counts=counts or {}),
                      attempts_ttl_s=s.max_age_s)
         metrics.RETRIES.labels(batch.lane.kind.value).inc()
         _count_dead(batch.lane, dead)
@@ -250,36 +276,37 @@ class Flusher:
                     wait, len(spent))
         return Outcome.RETRYING if back else Outcome.DEAD_LETTERED
 
-    def _forbidden(self, batch: Batch, why: str) -> Outcome:
+    def _forbidden(self, batch: Batch, why: str, counts: dict[str, int] | None = None) -> Outcome:
         s = self.runtime.settings
         zone = batch.lane.zone
         self.runtime.store.pause(zone, why, probe_at=self.clock() + s.pause_probe_s)
-        self.runtime.store.finish(batch, Settlement(back=batch.members))
+        self.runtime.store.finish(batch, Settlement(back=batch.members, counts=counts or {}))
         self.runtime.scheduler.nudge(batch.lane, delay_s=s.pause_probe_s)
         log.error("zone %s PAUSED: %s. Its items stay pending; a send is tried every %.0fs and "
                   "purging resumes by itself once one works.", zone, why, s.pause_probe_s)
         return Outcome.WAITING
 
-    def _rejected(self, batch: Batch, exc: RejectedError) -> Outcome:
+    def _rejected(self, batch: Batch, exc: RejectedError, counts: dict[str, int]) -> Outcome:
         lane = batch.lane
         if exc.code == _ERROR_1136 and lane.kind is Kind.FILES:
             self.runtime.store.mark_no_url_purge(lane, NO_URL_PURGE_TTL_S)
-            return self._refused_url_purge(batch, exc)
+            return self._refused_url_purge(batch, exc, counts)
         if exc.status in _SPLIT_STATUSES and len(batch.members) > 1:
             half = len(batch.members) // 2
             groups = [batch.members[:half], batch.members[half:]]
-            self.runtime.store.finish(batch, Settlement(split=groups))
+            self.runtime.store.finish(batch, Settlement(split=groups, counts=counts))
             log.warning("%s: %d item(s) refused together (%s); sending them in halves to find "
                         "the items at fault", lane, len(batch.members), exc)
             return Outcome.SPLIT
-        return self._dead(batch, batch.members, "rejected", exc.code, str(exc))
+        return self._dead(batch, batch.members, "rejected", exc.code, str(exc), counts)
 
-    def _refused_url_purge(self, batch: Batch, exc: RejectedError | None) -> Outcome:
+    def _refused_url_purge(self, batch: Batch, exc: RejectedError | None,
+                           counts: dict[str, int] | None = None) -> Outcome:
         """The environment refuses purge by URL (1136): purge prefixes instead, or give up."""
         lane = batch.lane
         why = str(exc) if exc else "this environment refuses purge by URL (Cloudflare error 1136)"
         if self.runtime.settings.on_1136 == "dead-letter":
-            return self._dead(batch, batch.members, "url-purge-refused", _ERROR_1136, why)
+            return self._dead(batch, batch.members, "url-purge-refused", _ERROR_1136, why, counts)
         prefixes: list[str] = []
         unusable: list[str] = []
         for member in batch.members:
@@ -297,7 +324,8 @@ class Flusher:
         moved = dict(zip([m for m in batch.members if m not in unusable], prefixes, strict=True))
         for member, prefix in moved.items():
             firsts[prefix] = min(firsts.get(prefix, scores[member]), scores[member])
-        self.runtime.store.finish(batch, Settlement(dead=dead, redirect=(target, firsts), moved=moved),
+        self.runtime.store.finish(batch, Settlement(dead=dead, redirect=(target, firsts), moved=moved,
+                                                    counts=counts or {}),
                                   attempts_ttl_s=self.runtime.settings.max_age_s)
         self.runtime.scheduler.nudge(target, delay_s=0)
         log.warning("%s: URL purge refused (1136); %d URL(s) go out as %d prefix purge(s)",
@@ -305,11 +333,11 @@ class Flusher:
         return Outcome.REDIRECTED
 
     def _dead(self, batch: Batch, members: list[str], reason: str, code: int | None,
-              message: str) -> Outcome:
-        counts = self.runtime.store.attempts(batch.lane, members)
+              message: str, counts: dict[str, int] | None = None) -> Outcome:
+        tries = self.runtime.store.attempts(batch.lane, members)
         records = self._records(batch, members, reason, code, message,
-                                {m: c + 1 for m, c in zip(members, counts, strict=True)})
-        self.runtime.store.finish(batch, Settlement(dead=records))
+                                {m: c + 1 for m, c in zip(members, tries, strict=True)})
+        self.runtime.store.finish(batch, Settlement(dead=records, counts=counts or {}))
         _count_dead(batch.lane, records)
         log.error("%d %s in %s dead-lettered: %s", len(records), batch.lane.kind.value, batch.lane,
                   message)

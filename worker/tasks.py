@@ -23,4 +23,4 @@ def process_flusher() -> Flusher:
 
 @app.task(name=FLUSH_TASK, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
 def flush(lane_id: str) -> str:
-    return process_flusher().flush(lane_id).value
+    return process_flusher().drain(lane_id).value

@@ -51,21 +51,8 @@ end
 # bulk file, chunk by chunk) carries ``open`` and is not complete before it is sealed. Receipt
 # keys are built from a prefix passed in (zonepurge.keys spells it): scripts touch receipts they
 # cannot declare, which a single Redis allows (Cluster is not supported, docs/architecture.md).
-_WATCH = """
+_WATCH = f"local SLICE = {_LUA_SLICE}\n" + """
 local function seconds(ms) return string.format('%.3f', ms / 1000) end
-
--- Registers receipt `id` on a member; 0 if it waits for that member already (an item given
--- twice in one request or file counts once).
-local function watch_add(watch, member, id)
-  local cur = redis.call('HGET', watch, member)
-  if not cur then
-    redis.call('HSET', watch, member, id)
-    return 1
-  end
-  if string.find(',' .. cur .. ',', ',' .. id .. ',', 1, true) then return 0 end
-  redis.call('HSET', watch, member, cur .. ',' .. id)
-  return 1
-end
 
 -- Hands a member's watchers to another member (of this or another lane), all of them: when
 -- two URLs become one prefix, the prefix carries both URLs' receipts, each once per URL.
@@ -77,18 +64,31 @@ local function watch_move(from_watch, from_member, to_watch, to_member)
   redis.call('HSET', to_watch, to_member, cur and (cur .. ',' .. ids) or ids)
 end
 
--- A member is done (field: 'purged' or 'dead_lettered'): each receipt waiting for it counts
--- it, and one whose last item this was, and that is sealed, is complete.
-local function watch_settle(watch, member, field, receipt_prefix, now)
-  local ids = redis.call('HGET', watch, member)
-  if not ids then return end
-  redis.call('HDEL', watch, member)
-  for id in string.gmatch(ids, '[^,]+') do
+-- Members are done (field: 'purged' or 'dead_lettered'): each receipt waiting for them counts
+-- them, and one whose last item this was, and that is sealed, is complete. Bulk calls per
+-- slice of members, and one update per receipt, however many of its members are settled.
+local function watch_settle_all(watch, members, field, receipt_prefix, now)
+  local per_receipt = {}
+  for first = 1, #members, SLICE do
+    local part = {unpack(members, first, math.min(first + SLICE - 1, #members))}
+    local entries = redis.call('HMGET', watch, unpack(part))
+    local gone = {}
+    for j = 1, #part do
+      if entries[j] then
+        gone[#gone + 1] = part[j]
+        for id in string.gmatch(entries[j], '[^,]+') do
+          per_receipt[id] = (per_receipt[id] or 0) + 1
+        end
+      end
+    end
+    if #gone > 0 then redis.call('HDEL', watch, unpack(gone)) end
+  end
+  for id, count in pairs(per_receipt) do
     local key = receipt_prefix .. id
     -- A receipt past its TTL is gone; counting into it would bring it back without one.
     if redis.call('EXISTS', key) == 1 then
-      redis.call('HINCRBY', key, field, 1)
-      local left = redis.call('HINCRBY', key, 'outstanding', -1)
+      redis.call('HINCRBY', key, field, count)
+      local left = redis.call('HINCRBY', key, 'outstanding', -count)
       if left <= 0 and redis.call('HEXISTS', key, 'open') == 0 then
         redis.call('HSETNX', key, 'completed_at', seconds(now))
       end
@@ -188,12 +188,16 @@ return {added, redis.call('ZCARD', KEYS[1])}
 """ % {"slice": _LUA_SLICE}
 
 _TAKE = _NOW + """
--- KEYS: pending, lanes, leases, lease, split, covering purge-everything pending keys...
+-- KEYS: pending, lanes, leases, lease, split, watch, covering purge-everything pending keys...
 -- ARGV: lane id, cap, now ms (or ''), debounce ms, lease ms, lease id
+-- Reply when taken: 'taken', items still waiting, origin, now, then the batch's members, their
+-- first-enqueue times and the receipts waiting for them, each list joined into one string
+-- (members by newlines, which no member holds; the others by commas): three strings for the
+-- worker to split, not a thousand replies to parse.
 local now = now_ms(ARGV[3])
 -- While a purge-everything that covers this lane is pending, the lane's items wait for it:
 -- once it is purged they are dropped, and if it is not, they go out themselves.
-for i = 6, #KEYS do
+for i = 7, #KEYS do
   if redis.call('EXISTS', KEYS[i]) == 1 then return {'covered', 0} end
 end
 -- A batch Cloudflare refused and that was halved goes first, whatever its size.
@@ -220,10 +224,28 @@ end
 redis.call('HSET', KEYS[4], 'lane', ARGV[1], 'taken_at', tostring(now), 'count', #popped / 2,
            'origin', origin, 'members', cjson.encode(popped))
 redis.call('ZADD', KEYS[3], now + tonumber(ARGV[5]), ARGV[6])
-local reply = {'taken', n + redis.call('LLEN', KEYS[5]), origin, tostring(now)}
-for i = 1, #popped do reply[#reply + 1] = popped[i] end
-return reply
-"""
+local members, scores = {}, {}
+for i = 1, #popped, 2 do
+  members[#members + 1] = popped[i]
+  scores[#scores + 1] = popped[i + 1]
+end
+local receipts, seen = {}, {}
+for first = 1, #members, %(slice)d do
+  local entries = redis.call('HMGET', KEYS[6], unpack(members, first, math.min(first + %(slice)d - 1, #members)))
+  for j = 1, #entries do
+    if entries[j] then
+      for id in string.gmatch(entries[j], '[^,]+') do
+        if not seen[id] then
+          seen[id] = true
+          receipts[#receipts + 1] = id
+        end
+      end
+    end
+  end
+end
+return {'taken', n + redis.call('LLEN', KEYS[5]), origin, tostring(now), table.concat(members, '\\n'),
+        table.concat(scores, ','), table.concat(receipts, ',')}
+""" % {"slice": _LUA_SLICE}
 
 _RELEASE = """
 -- KEYS: lease, leases, lanes, pending of the lease's lane
@@ -256,7 +278,7 @@ return 1
 
 _SETTLE = _NOW + _WATCH + """
 -- What a finished batch did to its receipts. Queued inside Store.finish's transaction.
--- KEYS: watch, pending, redirect target's watch (or the watch again)
+-- KEYS: watch, pending, redirect target's watch (or the watch again), attempts
 -- ARGV: receipt prefix, now ms (or ''), JSON {purged: [m...], dead: [m...], moved: [[m, to]...]}
 local now = now_ms(ARGV[2])
 local done = cjson.decode(ARGV[3])
@@ -264,16 +286,32 @@ for _, pair in ipairs(done.moved) do
   watch_move(KEYS[1], pair[1], KEYS[3], pair[2])
 end
 for field, members in pairs({purged = done.purged, dead_lettered = done.dead}) do
-  for _, member in ipairs(members) do
+  if #members > 0 then
     -- Enqueued again while its batch was out: its receipts wait for the copy now pending,
     -- which may carry content newer than what was just sent.
-    if not redis.call('ZSCORE', KEYS[2], member) then
-      watch_settle(KEYS[1], member, field, ARGV[1], now)
+    local settled = {}
+    for first = 1, #members, %(slice)d do
+      local part = {unpack(members, first, math.min(first + %(slice)d - 1, #members))}
+      local again = redis.call('ZMSCORE', KEYS[2], unpack(part))
+      for j = 1, #part do
+        if not again[j] then settled[#settled + 1] = part[j] end
+      end
     end
+    watch_settle_all(KEYS[1], settled, field, ARGV[1], now)
+  end
+end
+-- The members no longer to be sent forget their failed attempts (rarely any: checked first).
+if redis.call('EXISTS', KEYS[4]) == 1 then
+  local finished = {}
+  for _, m in ipairs(done.purged) do finished[#finished + 1] = m end
+  for _, m in ipairs(done.dead) do finished[#finished + 1] = m end
+  for _, pair in ipairs(done.moved) do finished[#finished + 1] = pair[1] end
+  for first = 1, #finished, %(slice)d do
+    redis.call('HDEL', KEYS[4], unpack(finished, first, math.min(first + %(slice)d - 1, #finished)))
   end
 end
 return 1
-"""
+""" % {"slice": _LUA_SLICE}
 
 _DROP_COVERED = _NOW + _WATCH + """
 -- A purge-everything was purged: drop the items it covered, settling their receipts as purged.
@@ -287,9 +325,7 @@ for i = 1, #KEYS, 2 do
   for first = 1, #members, slice do
     redis.call('ZREM', KEYS[i], unpack(members, first, math.min(first + slice - 1, #members)))
   end
-  for _, member in ipairs(members) do
-    watch_settle(KEYS[i + 1], member, 'purged', ARGV[2], now)
-  end
+  watch_settle_all(KEYS[i + 1], members, 'purged', ARGV[2], now)
   dropped = dropped + #members
 end
 return dropped
@@ -339,6 +375,8 @@ class Batch:
     """Items of the lane still waiting (pending or split) after this batch was taken."""
     origin: Literal["pending", "split"] = "pending"
     taken_ms: float = 0.0
+    receipts: list[str] = field(default_factory=list)
+    """The receipts waiting for the batch's members when it was taken (for logs)."""
 
     def scores(self) -> dict[str, float]:
         return dict(zip(self.members, self.enqueued_ms, strict=True))
@@ -364,6 +402,11 @@ class Settlement:
     dead: list[DeadLetter] = field(default_factory=list)
     redirect: tuple[Lane, dict[str, float]] | None = None
     moved: dict[str, str] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
+    """What the send adds to the running totals `zonepurge top` reads (calls, throttled,
+    failed), recorded in the same transaction as the outcome."""
+    sent_ok: bool = False
+    """Cloudflare accepted the send: the lane's run of failures (its backoff) is over."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -498,7 +541,7 @@ class Store:
         cover = [keys.pending(c.id) for c in lane.covering_everything_lanes()]
         reply = self._take(
             keys=[keys.pending(lane.id), keys.LANES, keys.LEASES, keys.lease(lease_id),
-                  keys.split(lane.id), *cover],
+                  keys.split(lane.id), keys.watch(lane.id), *cover],
             args=[lane.id, cap, "" if at_ms is None else at_ms, int(debounce_s * 1000),
                   int(lease_s * 1000), lease_id],
         )
@@ -509,11 +552,11 @@ class Store:
             return Take("wait", wait_s=float(reply[1]) / 1000)
         origin = reply[2].decode()
         taken_ms = float(reply[3])
-        flat = reply[4:]
-        members = [m.decode() for m in flat[0::2]]
-        scores = [float(s) for s in flat[1::2]]
+        members = reply[4].decode().split("\n")
+        scores = [float(s) for s in reply[5].split(b",")]
+        receipts = reply[6].decode().split(",") if reply[6] else []
         return Take("taken", batch=Batch(lease_id, lane, members, scores, int(reply[1]),
-                                         origin=origin, taken_ms=taken_ms))
+                                         origin=origin, taken_ms=taken_ms, receipts=receipts))
 
     def settle(self, batch: Batch, dead: Iterable[DeadLetter] = ()) -> bool:
         """The batch was purged (or, for ``dead``, refused)."""
@@ -559,15 +602,15 @@ class Store:
                 if outcome.dead:
                     pipe.rpush(keys.DEAD_LETTERS, *(d.to_json() for d in outcome.dead))
                 self._settle_receipts(pipe, batch, outcome, still_waiting)
-                finished = [m for m in batch.members if m not in still_waiting]
-                if finished:
-                    pipe.hdel(attempts_key, *finished)
+                finished = len(batch.members) - len(still_waiting)
                 redirected_count = len(outcome.redirect[1]) if outcome.redirect else 0
-                purged = len(finished) - len(outcome.dead) - redirected_count
-                if purged > 0:
-                    pipe.hincrby(keys.STATS, "purged", purged)
-                if outcome.dead:
-                    pipe.hincrby(keys.STATS, "dead_lettered", len(outcome.dead))
+                totals = {"purged": finished - len(outcome.dead) - redirected_count,
+                          "dead_lettered": len(outcome.dead), **outcome.counts}
+                for name, n in totals.items():
+                    if n > 0:
+                        pipe.hincrby(keys.STATS, name, n)
+                if outcome.sent_ok:
+                    pipe.delete(keys.failures(lane.id))
                 pipe.delete(lease_key)
                 pipe.zrem(keys.LEASES, batch.lease_id)
                 pipe.execute()
@@ -585,7 +628,8 @@ class Store:
         done = [m for m in batch.members if m not in still_waiting and m not in outcome.moved]
         target = outcome.redirect[0] if outcome.redirect is not None else batch.lane
         self._settle(
-            keys=[keys.watch(batch.lane.id), keys.pending(batch.lane.id), keys.watch(target.id)],
+            keys=[keys.watch(batch.lane.id), keys.pending(batch.lane.id), keys.watch(target.id),
+                  keys.attempts(batch.lane.id)],
             args=[keys.RECEIPT_PREFIX, "", json.dumps({
                 "purged": [m for m in done if m not in dead],
                 "dead": [m for m in done if m in dead],
@@ -594,25 +638,8 @@ class Store:
             client=pipe,
         )
 
-    def count(self, **fields: int) -> None:
-        """Add to the running totals `zonepurge top` turns into rates."""
-        pipe = self.redis.pipeline(transaction=False)
-        for name, n in fields.items():
-            pipe.hincrby(keys.STATS, name, n)
-        pipe.execute()
-
     def totals(self) -> dict[str, int]:
         return {k.decode(): int(v) for k, v in self.redis.hgetall(keys.STATS).items()}
-
-    def receipts_of(self, lane: Lane, members: Sequence[str]) -> list[str]:
-        """The receipts waiting for any of these members (for logs: one round trip)."""
-        if not members:
-            return []
-        found: dict[str, None] = {}
-        for raw in self.redis.hmget(keys.watch(lane.id), list(members)):
-            if raw:
-                found.update(dict.fromkeys(raw.decode().split(",")))
-        return list(found)
 
     def attempts(self, lane: Lane, members: Sequence[str]) -> list[int]:
         """Transient failures counted so far for each member."""
@@ -754,9 +781,6 @@ class Store:
         pipe.expire(key, max(1, int(ttl_s)))
         count, _ = pipe.execute()
         return int(count)
-
-    def clear_failures(self, lane: Lane) -> None:
-        self.redis.delete(keys.failures(lane.id))
 
     # -- status ----------------------------------------------------------------------------
 

@@ -11,6 +11,7 @@ import pytest
 
 from tests.conftest import ZONE
 from worker.flush import Flusher
+from zonepurge import keys
 from zonepurge.lanes import Lane
 from zonepurge.services import free_port
 
@@ -202,7 +203,7 @@ def test_bad_settings_are_named_without_a_traceback_or_their_values(service_env)
 
 
 def test_top_shows_rates_and_the_queue(service_env, runtime):
-    runtime.store.count(purged=40, calls=2)
+    runtime.store.redis.hset(keys.STATS, mapping={"purged": 40, "calls": 2})
     runtime.store.enqueue(Lane.parse(f"{ZONE}:@production:tags:purge"), ["a", "b"])
     result = cli(["top", "--once", "--interval", "0.2"], service_env)
     assert result.returncode == 0, result.stderr

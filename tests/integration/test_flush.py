@@ -51,6 +51,26 @@ def test_a_full_batch_is_flushed_at_once_and_the_rest_after_the_debounce(produce
     assert all(p["environment"] is None and p["action"] == "purge_cache" for p in purges)
 
 
+def test_one_drain_sends_a_backlog_batch_after_batch_and_queues_one_helper(producer, flusher, sender, sandbox):
+    lane = Lane(ZONE, PRODUCTION_TARGET, Kind.FILES, Mode.PURGE)
+    producer.enqueue({"zone": ZONE, "files": [f"https://www.example.com/d/{i}" for i in range(1700)]})
+    sender.sent.clear()
+    assert flusher.drain(lane.id, span_s=3600) == Outcome.PURGED
+    assert [len(p["items"]) for p in sandbox.purges()] == [500, 500, 500, 200]
+    # Another worker slot was asked to join in once, while the flag said one was queued, and
+    # nothing is queued after the lane ran dry.
+    assert sender.sent == [(lane.id, 0.0)]
+
+
+def test_a_drain_whose_span_is_over_hands_the_rest_to_the_next_flush(producer, flusher, sender, sandbox):
+    lane = Lane(ZONE, PRODUCTION_TARGET, Kind.FILES, Mode.PURGE)
+    producer.enqueue({"zone": ZONE, "files": [f"https://www.example.com/e/{i}" for i in range(600)]})
+    sender.sent.clear()
+    assert flusher.drain(lane.id, span_s=0) == Outcome.PURGED  # one batch, as flush() does
+    assert [len(p["items"]) for p in sandbox.purges()] == [500]
+    assert sender.sent == [(lane.id, 0.0)]
+
+
 def test_a_lone_item_waits_for_the_debounce(producer, sender, runtime):
     producer.enqueue({"zone": ZONE, "tags": ["home"]})
     assert sender.sent[0][1] == runtime.settings.debounce_s
