@@ -17,6 +17,8 @@ dead-lettered: ``zonepurge.receipts`` reads it (``zonepurge receipt ID``, ``zone
 
 from __future__ import annotations
 
+import queue
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -31,6 +33,7 @@ from zonepurge.lanes import EnvTarget, Lane
 from zonepurge.model import PurgeRequest
 from zonepurge.receipts import new_receipt_id
 from zonepurge.runtime import Runtime, redact_url
+from zonepurge.store import STAGE_TTL_S, Store
 
 
 class UnavailableError(ConnectionError):
@@ -102,29 +105,43 @@ class Producer:
         return target, [f"environment {environment!r} could not be checked now ({why}); a worker "
                         "will resolve it, or dead-letter the items if the zone has no such environment"]
 
-    def enqueue_chunks(self, zone: str, target: EnvTarget, kind: Kind, mode: Mode,
-                       chunks: Iterable[list[str]], on_chunk: Any = None,
+    def enqueue_staged(self, zone: str, target: EnvTarget, kind: Kind, mode: Mode,
+                       chunks: Iterable[list[str]],
+                       on_enqueued: Callable[[int, int], None] | None = None,
                        warnings: list[str] | None = None) -> Receipt:
-        """Enqueue pre-validated members chunk by chunk (``producer.bulk`` validates first).
+        """Enqueue a file's members, all of them or none, as ``chunks`` yields them validated
+        (``producer.bulk``).
 
-        Each chunk is atomic; if Redis fails midway, UnavailableError says how many items
-        were stored before it did. One receipt covers the whole: each chunk registers its items
-        to it, and it is sealed after the last.
+        Each chunk is staged in Redis by a thread of its own while the next one is validated;
+        once ``chunks`` is exhausted without an error, the stage joins the lane
+        (``Store.commit_stage``; ``on_enqueued(done, staged)`` follows a busy lane's slices).
+        If ``chunks`` raises (a bad line), the stage is dropped and the error passes on. If
+        Redis fails while staging, nothing was enqueued; while a busy lane takes the stage slice
+        by slice, UnavailableError says how many items were stored.
         """
         lane = Lane(zone, target, kind, mode)
         warnings = list(warnings or [])
         receipt_id = new_receipt_id()
-        items = accepted = 0
-        with self._redis_errors(stored=lambda: items):
-            for chunk in chunks:
-                result = self.runtime.store.enqueue(lane, chunk, receipt_id=receipt_id,
-                                                    receipt_ttl_s=self.runtime.settings.receipt_ttl_s)
-                items += len(chunk)
-                accepted += result.added
-                self._nudge(lane, result.pending, warnings)
-                if on_chunk is not None:
-                    on_chunk(items, accepted)
-        return self._receipt(receipt_id, lane, items, accepted, warnings)
+        store, settings = self.runtime.store, self.runtime.settings
+        items = 0
+        with self._redis_errors(stored=0):
+            with _Stager(store, receipt_id, STAGE_TTL_S) as stager:
+                for chunk in chunks:
+                    stager.put(chunk)
+                    items += len(chunk)
+        stored = 0
+
+        def on_slice(done: int, staged: int) -> None:
+            nonlocal stored
+            stored = done
+            if on_enqueued is not None:
+                on_enqueued(done, staged)
+
+        with self._redis_errors(stored=lambda: stored):
+            result = store.commit_stage(lane, receipt_id, settings.receipt_ttl_s, settings.enqueue_chunk,
+                                        on_slice)
+        self._nudge(lane, result.pending, warnings)
+        return self._receipt(receipt_id, lane, items, result.added, warnings)
 
     def _nudge(self, lane: Lane, pending: int, warnings: list[str]) -> None:
         """Ask for a flush. The items are stored already: if the broker cannot be reached, they
@@ -177,6 +194,52 @@ class Producer:
                 f"cannot reach Redis at {where} ({type(exc).__name__}); "
                 f"{count} item(s) of this request were stored before the failure"
             ) from None
+
+
+class _Stager:
+    """Stages chunks of a file in Redis from a thread of its own, so that Redis stores one
+    chunk while the producer validates the next: on two cores, the two work at once.
+
+    ``put`` hands a chunk over (at most two wait, so memory stays flat) and raises at once if
+    staging failed. Leaving the ``with`` block waits for every chunk to be stored and raises
+    staging's error; leaving it by an exception drops the stage instead.
+    """
+
+    def __init__(self, store: Store, receipt_id: str, ttl_s: int) -> None:
+        self._store = store
+        self._receipt_id = receipt_id
+        self._ttl_s = ttl_s
+        self._chunks: queue.Queue[list[str] | None] = queue.Queue(maxsize=2)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="zonepurge-stager", daemon=True)
+
+    def __enter__(self) -> _Stager:
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while (chunk := self._chunks.get()) is not None:
+            if self._error is None:
+                try:
+                    self._store.stage(self._receipt_id, chunk, self._ttl_s)
+                except BaseException as exc:  # noqa: BLE001 - handed to the producer's thread
+                    self._error = exc  # and go on taking chunks, so that put() never blocks
+
+    def put(self, chunk: list[str]) -> None:
+        if self._error is not None:
+            raise self._error
+        self._chunks.put(chunk)
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        self._chunks.put(None)
+        self._thread.join()
+        if exc_type is not None or self._error is not None:
+            try:
+                self._store.discard_stage(self._receipt_id)
+            except Exception:  # noqa: BLE001 - Redis is down: the stage expires by itself
+                pass
+        if exc_type is None and self._error is not None:
+            raise self._error
 
 
 def _is_connection_failure(exc: BaseException) -> bool:

@@ -1,23 +1,21 @@
-"""Enqueueing from a file of items, one per line: a million lines in modest memory.
+"""Enqueueing from a file of items, one per line: a million lines in modest memory, accepted
+whole or refused whole like any request.
 
-Two passes, so that a file is accepted whole or refused whole like any request:
-
-1. Validate every line, writing its member to a spool file on disk (so stdin works too and
-   memory stays flat). Any bad line refuses the file: every bad line is reported, nothing is
-   enqueued.
-2. Read the spool back in chunks of ``ZONEPURGE_ENQUEUE_CHUNK`` and enqueue each chunk in one
-   Redis round trip.
+One pass: each line is validated and reduced to its member, and the members are staged in Redis,
+chunk by chunk, while the lines after them are still being read (``Producer.enqueue_staged``:
+Redis stores one chunk while this process checks the next). Staged members are out of every
+worker's sight. Once the last line is read and every line was good, the stage joins its lane in
+one step; any bad line refuses the file (every bad line reported, up to a limit) and the stage is
+dropped: nothing is enqueued. Memory stays flat, stdin works like a file, and a producer that
+dies halfway leaves nothing behind (the stage expires).
 
 Blank lines and lines starting with ``#`` are skipped.
 """
 
 from __future__ import annotations
 
-import tempfile
-from itertools import islice
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import IO
 
 from producer.api import Producer, Receipt
 from zonepurge.items import ItemError, Kind, Mode, member_function
@@ -29,29 +27,34 @@ MAX_REPORTED_PROBLEMS = 50
 
 @dataclass(frozen=True, slots=True)
 class Progress:
-    phase: str  # "validating" or "enqueueing"
-    lines: int
-    total: int | None
-    accepted: int
+    phase: str
+    """"reading" (lines checked and staged so far) or "enqueueing" (staged items handed to the
+    lane, once the file is known to be good)."""
+    done: int
+    """Lines read, or items enqueued."""
+    fraction: float | None
+    """How far along the phase is, from 0 to 1, when that is known (the size of a file that
+    is not stdin; the number of items staged)."""
 
 
 ProgressCallback = Callable[[Progress], None]
 
 
-def validate_lines(kind: Kind, lines: Iterable[str], spool: IO[str],
-                   progress: ProgressCallback | None = None, every: int = 50_000) -> int:
-    """Pass 1: write each line's member to ``spool``; RequestError if any line is bad.
+def member_chunks(kind: Kind, lines: Iterable[str], size: int, progress: ProgressCallback | None = None,
+                  total_chars: int | None = None, every: int = 50_000) -> Iterator[list[str]]:
+    """The members of ``lines``, ``size`` at a time. After the last line, RequestError if any
+    line was bad (no chunk is yielded once one was), or if there were no items at all.
 
-    This loop runs once per line of a file of millions: it keeps to local names and writes the
-    spool in blocks (bench/, "enqueue from a file").
+    This loop runs once per line of a file of millions: it keeps to local names.
     """
     problems: list[str] = []
     bad = count = 0
     member_of = member_function(kind)
-    block: list[str] = []
-    number = 0
+    chunk: list[str] = []
+    number = read = 0
     try:
         for number, line in enumerate(lines, 1):
+            read += len(line)
             text = line.strip()
             if number == 1 and text.startswith("\ufeff"):  # a byte order mark
                 text = text[1:].strip()
@@ -66,11 +69,12 @@ def validate_lines(kind: Kind, lines: Iterable[str], spool: IO[str],
                 continue
             count += 1
             if not bad:
-                block.append(member)
-                if len(block) >= _SPOOL_BLOCK:
-                    _spool(spool, block)
+                chunk.append(member)
+                if len(chunk) >= size:
+                    yield chunk
+                    chunk = []
             if progress is not None and count % every == 0:
-                progress(Progress("validating", count, None, 0))
+                progress(Progress("reading", number, min(0.99, read / total_chars) if total_chars else None))
     except UnicodeDecodeError as exc:
         raise RequestError([f"near line {number + 1}: not UTF-8 text ({exc.reason}); "
                             "nothing was enqueued"]) from None
@@ -80,23 +84,7 @@ def validate_lines(kind: Kind, lines: Iterable[str], spool: IO[str],
         raise RequestError(problems)
     if count == 0:
         raise RequestError(["the file holds no items (only blank or comment lines)"])
-    _spool(spool, block)
-    return count
-
-
-# Members written to the spool per write call.
-_SPOOL_BLOCK = 10_000
-
-
-def _spool(spool: IO[str], block: list[str]) -> None:
-    if block:
-        spool.write("\n".join(block))
-        spool.write("\n")
-        block.clear()
-
-
-def _chunks(spool: IO[str], size: int) -> Iterator[list[str]]:
-    while chunk := [line[:-1] for line in islice(spool, size)]:
+    if chunk:
         yield chunk
 
 
@@ -108,8 +96,12 @@ def enqueue_lines(
     mode: Mode,
     lines: Iterable[str],
     progress: ProgressCallback | None = None,
+    total_chars: int | None = None,
 ) -> Receipt:
-    """Validate all lines, then enqueue them in chunks. See the module docstring."""
+    """Validate and enqueue the items of ``lines``, all or none. See the module docstring.
+
+    ``total_chars``, the file's size when known, lets progress say how far along it is.
+    """
     problems = []
     try:
         zone = check_zone(zone)
@@ -125,14 +117,11 @@ def enqueue_lines(
         raise RequestError(problems)
     # The environment first: a misspelt one is refused before a million lines are read.
     target, warnings = producer.resolve(zone, environment)
-    chunk = producer.runtime.settings.enqueue_chunk
-    with tempfile.TemporaryFile("w+", encoding="utf-8") as spool:
-        total = validate_lines(kind, lines, spool, progress)
-        spool.seek(0)
+    size = producer.runtime.settings.enqueue_chunk
+    chunks = member_chunks(kind, lines, size, progress, total_chars)
 
-        def on_chunk(done: int, accepted: int) -> None:
-            if progress is not None:
-                progress(Progress("enqueueing", done, total, accepted))
+    def on_enqueued(done: int, staged: int) -> None:
+        if progress is not None:
+            progress(Progress("enqueueing", done, done / staged if staged else None))
 
-        return producer.enqueue_chunks(zone, target, kind, mode, _chunks(spool, chunk), on_chunk,
-                                       warnings)
+    return producer.enqueue_staged(zone, target, kind, mode, chunks, on_enqueued, warnings)

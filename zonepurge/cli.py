@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import stat
 import sys
 import time
 from typing import Any
@@ -92,7 +93,8 @@ def enqueue(zone: str, environment: str | None, urls: tuple[str, ...], tags: tup
       find-changed-pages | zonepurge enqueue -z $ZONE --from-file -
 
     A request is accepted whole or refused whole: with any bad item nothing is enqueued and each
-    bad item (or line) is named. A file is validated in full before its first item is enqueued.
+    bad item (or line) is named. A file is enqueued once every line of it was read and found
+    good; until then its items wait in Redis where no worker sees them.
     """
     from producer import Producer, RequestError, UnavailableError, UnknownEnvironmentError
     from producer.bulk import Progress, enqueue_lines
@@ -117,13 +119,14 @@ def enqueue(zone: str, environment: str | None, urls: tuple[str, ...], tags: tup
     try:
         if from_file is not None:
             def show(p: Progress) -> None:
-                if p.total:
-                    progress_line.show(f"enqueueing {p.lines:,}/{p.total:,} ({100 * p.lines // p.total}%)")
+                share = f" ({p.fraction:.0%})" if p.fraction is not None else ""
+                if p.phase == "reading":
+                    progress_line.show(f"checking {p.done:,} lines{share}")
                 else:
-                    progress_line.show(f"validating {p.lines:,} lines")
+                    progress_line.show(f"enqueueing {p.done:,} items{share}")
 
             receipt = enqueue_lines(producer, zone, environment, Kind(kind or "files"), mode,
-                                    from_file, progress=show)
+                                    from_file, progress=show, total_chars=_size_of(from_file))
         else:
             data: dict[str, Any] = {"zone": zone, "environment": environment,
                                     "invalidate": invalidate, "purge_everything": everything}
@@ -152,6 +155,15 @@ def enqueue(zone: str, environment: str | None, urls: tuple[str, ...], tags: tup
             f"({receipt.kind}, {receipt.mode}, zone {receipt.zone}, environment {_environment(receipt)}); "
             f"receipt {receipt.id}"
         )
+
+
+def _size_of(stream: Any) -> int | None:
+    """The size of a regular file (for progress), None for stdin or a pipe."""
+    try:
+        info = os.fstat(stream.fileno())
+    except (OSError, ValueError, AttributeError):
+        return None
+    return info.st_size if stat.S_ISREG(info.st_mode) and info.st_size else None
 
 
 def _environment(receipt: Any) -> str:

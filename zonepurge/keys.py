@@ -16,6 +16,8 @@
     zp:envs:{zone}              string  the zone's environments (JSON), with a TTL
     zp:receipt:{id}             hash    what one enqueue call accepted and what became of it, with a TTL
     zp:watch:{lane}             hash    member -> comma-joined ids of the receipts waiting for it
+    zp:stage:{receipt}          zset    a file's members while it is read, before it joins its lane
+    zp:stage-watch:{receipt}    hash    their watch entries (member -> the receipt's id), likewise
 
 A lane id is defined in ``zonepurge.lanes``.
 """
@@ -79,3 +81,11 @@ def receipt(receipt_id: str) -> str:
 
 def watch(lane_id: str) -> str:
     return PREFIX + "watch:" + lane_id
+
+
+def stage(receipt_id: str) -> str:
+    return PREFIX + "stage:" + receipt_id
+
+
+def stage_watch(receipt_id: str) -> str:
+    return PREFIX + "stage-watch:" + receipt_id

@@ -153,7 +153,8 @@ class Settings(BaseSettings):
     # While a zone is paused by a 401/403, one send is tried this often to see if it works again.
     pause_probe_s: float = Field(30, gt=0)
 
-    # Producer side: items per Redis round trip when streaming a file.
+    # Producer side: items per Redis round trip when staging a file (and per slice when a busy
+    # lane takes a staged file slice by slice).
     enqueue_chunk: int = Field(5000, ge=1, le=100_000)
     receipt_ttl_s: int = Field(7 * 24 * 3600, gt=0)
 

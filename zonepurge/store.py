@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -36,7 +36,7 @@ _LUA_SLICE = 1000
 
 # Times are Redis's (TIME) unless a caller passes its own (tests): producers and workers on
 # several hosts then agree on "before" and "after", which purge-everything depends on.
-_NOW = """
+_NOW = f"local SLICE = {_LUA_SLICE}\n" + """
 local function now_ms(given)
   local n = tonumber(given)
   if n then return n end
@@ -51,7 +51,7 @@ end
 # bulk file, chunk by chunk) carries ``open`` and is not complete before it is sealed. Receipt
 # keys are built from a prefix passed in (zonepurge.keys spells it): scripts touch receipts they
 # cannot declare, which a single Redis allows (Cluster is not supported, docs/architecture.md).
-_WATCH = f"local SLICE = {_LUA_SLICE}\n" + """
+_WATCH = """
 local function seconds(ms) return string.format('%.3f', ms / 1000) end
 
 -- Hands a member's watchers to another member (of this or another lane), all of them: when
@@ -97,95 +97,230 @@ local function watch_settle_all(watch, members, field, receipt_prefix, now)
 end
 """
 
-_ENQUEUE = _NOW + _WATCH + """
+# Adding members to a lane, shared by a request's enqueue and a staged file's slices. Every
+# Redis call here is made once per slice of members, never once per member: a file of a million
+# URLs is enqueued at the speed of a few bulk commands (bench/, docs/benchmarks.md).
+_ADD_MEMBERS = """
+-- Adds `all` (a table of members) to lane `k` (pending, lanes, twin, watch, twin_watch: the
+-- lane's keys), dropping soft purges whose hard twin is pending and removing pending soft twins
+-- of hard purges; registers receipt `rid` (or '') on each member once. Returns the members
+-- newly pending, and the members the receipt now waits for.
+local function add_members(k, all, mode, rid, now)
+  local twin_pending = redis.call('EXISTS', k.twin) == 1
+  local added, watched = 0, 0
+  local seen = {}
+  local function watch_add_all(watch, list)
+    if rid == '' or #list == 0 then return end
+    local cur = redis.call('HMGET', watch, unpack(list))
+    local hset = {}
+    for j = 1, #list do
+      local member, c = list[j], cur[j]
+      if not seen[member] then
+        seen[member] = true
+        if not c then
+          hset[#hset + 1] = member
+          hset[#hset + 1] = rid
+          watched = watched + 1
+        elseif not string.find(',' .. c .. ',', ',' .. rid .. ',', 1, true) then
+          hset[#hset + 1] = member
+          hset[#hset + 1] = c .. ',' .. rid
+          watched = watched + 1
+        end
+      end
+    end
+    if #hset > 0 then redis.call('HSET', watch, unpack(hset)) end
+  end
+  for first = 1, #all, SLICE do
+    local members = {unpack(all, first, math.min(first + SLICE - 1, #all))}
+    local kept = members
+    if twin_pending then
+      local twin = redis.call('ZMSCORE', k.twin, unpack(members))
+      if mode == 'invalidate' then
+        -- a pending hard purge already covers a soft purge of the same item: wait for it
+        local covered = {}
+        kept = {}
+        for j = 1, #members do
+          if twin[j] then covered[#covered + 1] = members[j] else kept[#kept + 1] = members[j] end
+        end
+        watch_add_all(k.twin_watch, covered)
+      else
+        -- a pending soft purge of the same item is moot: its receipts wait for this one instead
+        local moot = {}
+        for j = 1, #members do
+          if twin[j] then
+            moot[#moot + 1] = members[j]
+            watch_move(k.twin_watch, members[j], k.watch, members[j])
+          end
+        end
+        if #moot > 0 then redis.call('ZREM', k.twin, unpack(moot)) end
+      end
+    end
+    if #kept > 0 then
+      local zargs = {}
+      for j = 1, #kept do
+        zargs[#zargs + 1] = now
+        zargs[#zargs + 1] = kept[j]
+      end
+      added = added + redis.call('ZADD', k.pending, 'NX', unpack(zargs))
+      watch_add_all(k.watch, kept)
+    end
+  end
+  redis.call('SADD', k.lanes, k.lane_id)
+  return added, watched
+end
+
+local function open_receipt(key, rid, watched, ttl)
+  if rid == '' then return end
+  redis.call('HINCRBY', key, 'outstanding', watched)
+  redis.call('HSET', key, 'open', '1')
+  redis.call('EXPIRE', key, tonumber(ttl))
+end
+"""
+
+_ENQUEUE = _NOW + _WATCH + _ADD_MEMBERS + """
 -- KEYS: pending, lanes, twin pending (the same lane in the other mode), watch, twin watch,
 --       receipt
 -- ARGV: lane id, now ms (or ''), mode, receipt id (or ''), receipt ttl s, member count,
 --       members joined by newlines (no member holds one: zonepurge.items forbids it)
---
--- Every Redis call here is made once per slice of members, never once per member: a file of a
--- million URLs is enqueued at the speed of a few bulk commands (bench/, docs/benchmarks.md).
-local now = now_ms(ARGV[2])
-local rid = ARGV[4]
-local slice = tonumber(%(slice)d)
 local all = {}
 for m in string.gmatch(ARGV[7], '[^\\n]+') do all[#all + 1] = m end
 if #all ~= tonumber(ARGV[6]) then
   return redis.error_reply('enqueue: expected ' .. ARGV[6] .. ' members, read ' .. #all)
 end
-local twin_pending = redis.call('EXISTS', KEYS[3]) == 1
-local added = 0
-local watched = 0
-local seen = {}
+local k = {pending = KEYS[1], lanes = KEYS[2], twin = KEYS[3], watch = KEYS[4],
+           twin_watch = KEYS[5], lane_id = ARGV[1]}
+local added, watched = add_members(k, all, ARGV[3], ARGV[4], now_ms(ARGV[2]))
+open_receipt(KEYS[6], ARGV[4], watched, ARGV[5])
+return {added, redis.call('ZCARD', KEYS[1])}
+"""
 
--- Registers receipt `rid` on each member of a list, in two bulk calls; counts each member of
--- the receipt once (an item given twice in one request or file counts once).
-local function watch_add_all(watch, list)
-  if rid == '' or #list == 0 then return end
-  local cur = redis.call('HMGET', watch, unpack(list))
-  local hset = {}
-  for j = 1, #list do
-    local member = list[j]
-    local c = cur[j]
-    if not seen[member] then
-      seen[member] = true
-      if not c then
-        hset[#hset + 1] = member
-        hset[#hset + 1] = rid
-        watched = watched + 1
-      elseif not string.find(',' .. c .. ',', ',' .. rid .. ',', 1, true) then
-        hset[#hset + 1] = member
-        hset[#hset + 1] = c .. ',' .. rid
-        watched = watched + 1
-      end
-    end
-  end
-  if #hset > 0 then redis.call('HSET', watch, unpack(hset)) end
+# A file is staged while it is read: its members go to a sorted set and a watch hash of the
+# receipt's own, out of every worker's sight, so that Redis stores them while the producer
+# validates the lines that follow (the two work at once, on two cores). Once the whole file is
+# valid, the stage becomes the lane's in one step; a bad line, or a producer that dies, leaves
+# nothing in the queue (the stage is dropped, or expires).
+_STAGE = _NOW + """
+-- KEYS: stage, stage watch. ARGV: now ms (or ''), receipt id, ttl s, member count, members
+-- joined by newlines.
+local now = now_ms(ARGV[1])
+local all = {}
+for m in string.gmatch(ARGV[5], '[^\\n]+') do all[#all + 1] = m end
+if #all ~= tonumber(ARGV[4]) then
+  return redis.error_reply('stage: expected ' .. ARGV[4] .. ' members, read ' .. #all)
 end
+for first = 1, #all, SLICE do
+  local last = math.min(first + SLICE - 1, #all)
+  local zargs, hargs = {}, {}
+  for j = first, last do
+    zargs[#zargs + 1] = now
+    zargs[#zargs + 1] = all[j]
+    hargs[#hargs + 1] = all[j]
+    hargs[#hargs + 1] = ARGV[2]
+  end
+  redis.call('ZADD', KEYS[1], 'NX', unpack(zargs))
+  redis.call('HSET', KEYS[2], unpack(hargs))
+end
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3]))
+redis.call('EXPIRE', KEYS[2], tonumber(ARGV[3]))
+return #all
+"""
 
-for first = 1, #all, slice do
-  local members = {unpack(all, first, math.min(first + slice - 1, #all))}
-  local kept = members
-  if twin_pending then
-    local twin = redis.call('ZMSCORE', KEYS[3], unpack(members))
-    if ARGV[3] == 'invalidate' then
-      -- a pending hard purge already covers a soft purge of the same item: wait for it
-      local covered = {}
-      kept = {}
-      for j = 1, #members do
-        if twin[j] then covered[#covered + 1] = members[j] else kept[#kept + 1] = members[j] end
-      end
-      watch_add_all(KEYS[5], covered)
-    else
-      -- a pending soft purge of the same item is moot: its receipts wait for this one instead
-      local moot = {}
-      for j = 1, #members do
-        if twin[j] then
-          moot[#moot + 1] = members[j]
-          watch_move(KEYS[5], members[j], KEYS[4], members[j])
+_COMMIT_STAGE = _NOW + _WATCH + """
+-- The whole file was valid: its stage becomes the lane's pending set and watch hash, in one
+-- step, by renaming them, after the few items the lane already holds were folded into the stage
+-- (with what the enqueue script does to them: an item pending already keeps its older time; a
+-- soft purge whose hard twin is pending waits for the twin; a pending soft twin of a hard purge
+-- is dropped, its receipts waiting for the hard one). A lane holding more than `limit` items
+-- (pending, watched or twins) answers 'busy': the stage is then merged slice by slice instead
+-- (_MERGE_STAGE_SLICE), so that no script blocks Redis for long.
+-- KEYS: stage, stage watch, pending, lanes, twin pending, watch, twin watch, receipt
+-- ARGV: lane id, mode, receipt id, receipt ttl s, limit
+-- Reply: {newly pending, the lane's pending count, members the receipt waits for} or {'busy'}
+local stage, stage_watch, pending, twin, watch, twin_watch = KEYS[1], KEYS[2], KEYS[3], KEYS[5], KEYS[6], KEYS[7]
+local rid = ARGV[3]
+local staged = redis.call('ZCARD', stage)
+local held = redis.call('ZCARD', pending) + redis.call('HLEN', watch) + redis.call('ZCARD', twin)
+if held > tonumber(ARGV[5]) then return {'busy'} end
+local already = 0
+if redis.call('EXISTS', twin) == 1 then
+  local twins = redis.call('ZRANGE', twin, 0, -1)
+  for first = 1, #twins, SLICE do
+    local part = {unpack(twins, first, math.min(first + SLICE - 1, #twins))}
+    local in_stage = redis.call('ZMSCORE', stage, unpack(part))
+    for j = 1, #part do
+      local m = part[j]
+      if in_stage[j] then
+        if ARGV[2] == 'invalidate' then
+          -- staged soft purge, hard twin pending: the receipt waits for the twin
+          redis.call('ZREM', stage, m)
+          redis.call('HDEL', stage_watch, m)
+          local cur = redis.call('HGET', twin_watch, m)
+          redis.call('HSET', twin_watch, m, cur and (cur .. ',' .. rid) or rid)
+          already = already + 1
+        else
+          -- staged hard purge, soft twin pending: the twin is moot, its receipts wait here
+          redis.call('ZREM', twin, m)
+          watch_move(twin_watch, m, stage_watch, m)
         end
       end
-      if #moot > 0 then redis.call('ZREM', KEYS[3], unpack(moot)) end
     end
-  end
-  if #kept > 0 then
-    local zargs = {}
-    for j = 1, #kept do
-      zargs[#zargs + 1] = now
-      zargs[#zargs + 1] = kept[j]
-    end
-    added = added + redis.call('ZADD', KEYS[1], 'NX', unpack(zargs))
-    watch_add_all(KEYS[4], kept)
   end
 end
-redis.call('SADD', KEYS[2], ARGV[1])
+if redis.call('EXISTS', pending) == 1 then
+  local held_items = redis.call('ZRANGE', pending, 0, -1, 'WITHSCORES')
+  for first = 1, #held_items, 2 * SLICE do
+    local members, zargs = {}, {}
+    for j = first, math.min(first + 2 * SLICE - 1, #held_items), 2 do
+      members[#members + 1] = held_items[j]
+      zargs[#zargs + 1] = held_items[j + 1]
+      zargs[#zargs + 1] = held_items[j]
+    end
+    for _, score in ipairs(redis.call('ZMSCORE', stage, unpack(members))) do
+      if score then already = already + 1 end
+    end
+    -- LT: a member pending already keeps its older first-enqueue time
+    redis.call('ZADD', stage, 'LT', unpack(zargs))
+  end
+end
+if redis.call('EXISTS', watch) == 1 then
+  local entries = redis.call('HGETALL', watch)
+  for j = 1, #entries, 2 do
+    local m, ids = entries[j], entries[j + 1]
+    local cur = redis.call('HGET', stage_watch, m)
+    redis.call('HSET', stage_watch, m, cur and (ids .. ',' .. cur) or ids)
+  end
+end
+if redis.call('EXISTS', stage) == 1 then redis.call('RENAME', stage, pending) end
+if redis.call('EXISTS', stage_watch) == 1 then
+  redis.call('RENAME', stage_watch, watch)
+  redis.call('PERSIST', watch)
+end
+redis.call('PERSIST', pending)
+redis.call('SADD', KEYS[4], ARGV[1])
 if rid ~= '' then
-  redis.call('HINCRBY', KEYS[6], 'outstanding', watched)
-  redis.call('HSET', KEYS[6], 'open', '1')
-  redis.call('EXPIRE', KEYS[6], tonumber(ARGV[5]))
+  redis.call('HINCRBY', KEYS[8], 'outstanding', staged)
+  redis.call('HSET', KEYS[8], 'open', '1')
+  redis.call('EXPIRE', KEYS[8], tonumber(ARGV[4]))
 end
-return {added, redis.call('ZCARD', KEYS[1])}
-""" % {"slice": _LUA_SLICE}
+return {staged - already, redis.call('ZCARD', pending), staged}
+"""
+
+_MERGE_STAGE_SLICE = _NOW + _WATCH + _ADD_MEMBERS + """
+-- A busy lane: enqueue up to `count` staged members as a request's would be (add_members).
+-- KEYS: stage, stage watch, pending, lanes, twin pending, watch, twin watch, receipt
+-- ARGV: lane id, mode, receipt id, receipt ttl s, count
+-- Reply: {newly pending, the lane's pending count, staged members left}
+local popped = redis.call('ZPOPMIN', KEYS[1], tonumber(ARGV[5]))
+local all = {}
+for j = 1, #popped, 2 do all[#all + 1] = popped[j] end
+local k = {pending = KEYS[3], lanes = KEYS[4], twin = KEYS[5], watch = KEYS[6],
+           twin_watch = KEYS[7], lane_id = ARGV[1]}
+local added, watched = add_members(k, all, ARGV[2], ARGV[3], now_ms(''))
+open_receipt(KEYS[8], ARGV[3], watched, ARGV[4])
+local left = redis.call('ZCARD', KEYS[1])
+if left == 0 then redis.call('DEL', KEYS[2]) end
+return {added, redis.call('ZCARD', KEYS[3]), left}
+"""
 
 _TAKE = _NOW + """
 -- KEYS: pending, lanes, leases, lease, split, watch, covering purge-everything pending keys...
@@ -353,6 +488,22 @@ def _encode_group(members: Sequence[str], scores: dict[str, float]) -> str:
     return json.dumps(flat)
 
 
+# A lane holding more items than this (pending, watched, or twins) takes a staged file slice by
+# slice: folding this many into the stage keeps the one-step commit under some 50 ms of Redis.
+STAGE_COMMIT_LIMIT = 20_000
+# A stage nobody added to for this long is dropped by Redis: its producer died or lost Redis.
+STAGE_TTL_S = 3600
+
+
+def _joined(members: Sequence[str]) -> str:
+    """Members as one script argument, not one each: packing thousands of arguments costs the
+    producer more than the script costs Redis. No member holds a newline (zonepurge.items)."""
+    joined = "\n".join(members)
+    if members and (joined.count("\n") != len(members) - 1 or not all(members)):
+        raise ValueError("a member is empty or holds a newline: not made by zonepurge.items")
+    return joined
+
+
 def now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -462,6 +613,9 @@ class Store:
     def __init__(self, client: redis.Redis) -> None:
         self.redis = client
         self._enqueue = client.register_script(_ENQUEUE)
+        self._stage = client.register_script(_STAGE)
+        self._commit_stage = client.register_script(_COMMIT_STAGE)
+        self._merge_stage_slice = client.register_script(_MERGE_STAGE_SLICE)
         self._take = client.register_script(_TAKE)
         self._release = client.register_script(_RELEASE)
         self._replay = client.register_script(_REPLAY)
@@ -479,18 +633,49 @@ class Store:
         soft purge whose hard twin is pending, for the twin) until ``save_receipt`` seals it.
         """
         twin = lane.with_(mode=Mode.PURGE if lane.mode is Mode.INVALIDATE else Mode.INVALIDATE)
-        # One argument for all members, not one each: packing thousands of arguments costs the
-        # producer more than the script costs Redis.
-        joined = "\n".join(members)
-        if members and (joined.count("\n") != len(members) - 1 or not all(members)):
-            raise ValueError("a member is empty or holds a newline: not made by zonepurge.items")
         added, pending = self._enqueue(
             keys=[keys.pending(lane.id), keys.LANES, keys.pending(twin.id), keys.watch(lane.id),
                   keys.watch(twin.id), keys.receipt(receipt_id or "")],
             args=[lane.id, "" if at_ms is None else at_ms, lane.mode.value, receipt_id or "",
-                  receipt_ttl_s, len(members), joined],
+                  receipt_ttl_s, len(members), _joined(members)],
         )
         return EnqueueResult(int(added), int(pending))
+
+    def stage(self, receipt_id: str, members: Sequence[str], ttl_s: int) -> None:
+        """Keep members of a file being read under its receipt, out of the workers' sight;
+        ``commit_stage`` hands them to their lane. The stage expires after ``ttl_s`` without
+        a new chunk (a producer that died leaves nothing in the queue)."""
+        self._stage(keys=[keys.stage(receipt_id), keys.stage_watch(receipt_id)],
+                    args=["", receipt_id, ttl_s, len(members), _joined(members)])
+
+    def commit_stage(self, lane: Lane, receipt_id: str, receipt_ttl_s: int, slice_size: int,
+                     on_slice: Callable[[int, int], None] | None = None) -> EnqueueResult:
+        """Enqueue everything staged under ``receipt_id`` into ``lane``, registering the
+        receipt on it: in one step when the lane holds few items, else slice by slice (each
+        atomic; ``on_slice(done, staged)`` hears how many staged members are enqueued)."""
+        twin = lane.with_(mode=Mode.PURGE if lane.mode is Mode.INVALIDATE else Mode.INVALIDATE)
+        lane_keys = [keys.stage(receipt_id), keys.stage_watch(receipt_id), keys.pending(lane.id),
+                     keys.LANES, keys.pending(twin.id), keys.watch(lane.id), keys.watch(twin.id),
+                     keys.receipt(receipt_id)]
+        reply = self._commit_stage(keys=lane_keys, args=[lane.id, lane.mode.value, receipt_id,
+                                                         receipt_ttl_s, STAGE_COMMIT_LIMIT])
+        if reply[0] != b"busy":
+            if on_slice is not None:
+                on_slice(int(reply[2]), int(reply[2]))
+            return EnqueueResult(int(reply[0]), int(reply[1]))
+        staged = int(self.redis.zcard(keys.stage(receipt_id)))
+        added = pending = 0
+        left = staged
+        while left:
+            slice_added, pending, left = (int(x) for x in self._merge_stage_slice(
+                keys=lane_keys, args=[lane.id, lane.mode.value, receipt_id, receipt_ttl_s, slice_size]))
+            added += slice_added
+            if on_slice is not None:
+                on_slice(staged - left, staged)
+        return EnqueueResult(added, pending)
+
+    def discard_stage(self, receipt_id: str) -> None:
+        self.redis.delete(keys.stage(receipt_id), keys.stage_watch(receipt_id))
 
     def covered_lanes(self, everything: Lane) -> list[Lane]:
         """The lanes whose items a purge-everything in ``everything`` purges too."""

@@ -7,7 +7,7 @@ import io
 
 import pytest
 
-from producer import Producer
+from producer import Producer, RequestError
 from producer.bulk import enqueue_lines
 from tests.conftest import ZONE
 from tests.integration.test_flush import drain, flusher, producer  # noqa: F401 - fixtures
@@ -135,28 +135,64 @@ def test_an_expired_lease_keeps_its_receipts_waiting(producer, runtime, clock):
     assert report(runtime, receipt).state is State.DONE
 
 
-def test_a_file_has_one_receipt_and_it_is_not_done_before_its_last_chunk(producer, flusher, runtime):
-    lines = [f"https://www.example.com/{i}" for i in range(25)] + ["https://www.example.com/0"]
+FILES = Lane(ZONE, PRODUCTION_TARGET, Kind.FILES, Mode.PURGE)
+
+
+def test_a_file_is_out_of_the_workers_sight_until_its_last_line_is_read(producer, flusher, runtime):
     runtime.settings = runtime.settings.model_copy(update={"enqueue_chunk": 10})
+    lines = [f"https://www.example.com/{i}" for i in range(25)] + ["https://www.example.com/0"]
     seen = []
 
-    def between_chunks(progress):
-        # Everything enqueued so far is purged before the next chunk: the receipt stays pending.
-        if progress.phase == "enqueueing":
-            while flusher.flush(Lane(ZONE, PRODUCTION_TARGET, Kind.FILES, Mode.PURGE).id) is Outcome.PURGED:
+    def while_reading():
+        for line in lines:
+            yield line + "\n"
+            seen.append(flusher.flush(FILES.id))  # a worker looking in meanwhile finds nothing
+
+    receipt = enqueue_lines(producer, ZONE, None, Kind.FILES, Mode.PURGE, while_reading())
+    assert set(seen) == {Outcome.EMPTY} and len(seen) == 26
+    assert (receipt.items, receipt.accepted, receipt.already_pending) == (26, 25, 1)
+    assert runtime.store.redis.keys(keys.stage("*")) == []
+    assert report(runtime, receipt).state is State.PENDING
+    while flusher.flush(FILES.id) is Outcome.PURGED:
+        pass
+    done = report(runtime, receipt)
+    assert (done.state, done.purged, done.outstanding) == (State.DONE, 25, 0)
+
+
+def test_a_bad_last_line_leaves_nothing_behind(producer, runtime):
+    runtime.settings = runtime.settings.model_copy(update={"enqueue_chunk": 10})
+    lines = [f"https://www.example.com/{i}\n" for i in range(45)] + ["ftp://nope\n"]
+    with pytest.raises(RequestError, match="line 46"):
+        enqueue_lines(producer, ZONE, None, Kind.FILES, Mode.PURGE, iter(lines))
+    assert runtime.store.redis.keys("zp:*") == []  # staged chunks dropped, no receipt, no lane
+
+
+def test_a_busy_lane_takes_a_file_slice_by_slice_and_the_receipt_waits_for_the_last(
+        producer, flusher, runtime, monkeypatch):
+    import zonepurge.store as store_module
+
+    monkeypatch.setattr(store_module, "STAGE_COMMIT_LIMIT", 0)  # any item held makes it busy
+    runtime.settings = runtime.settings.model_copy(update={"enqueue_chunk": 10})
+    producer.enqueue({"zone": ZONE, "files": ["https://www.example.com/held"]})
+    lines = [f"https://www.example.com/{i}" for i in range(25)]
+    seen = []
+
+    def between_slices(progress):
+        # Everything enqueued so far is purged before the next slice: the receipt stays pending.
+        if progress.phase == "enqueueing" and progress.fraction < 1:
+            while flusher.flush(FILES.id) is Outcome.PURGED:
                 pass
-            [receipt_id] = {k.decode().removeprefix(keys.RECEIPT_PREFIX)
-                            for k in runtime.store.redis.scan_iter(keys.receipt("*"))}
-            seen.append(read_receipt(runtime.store, receipt_id))
+            ids = [k.decode().removeprefix(keys.RECEIPT_PREFIX) for k in runtime.store.redis.scan_iter(keys.receipt("*"))]
+            [still_open] = [i for i in ids if runtime.store.receipt(i).get("open")]  # the file's, not sealed yet
+            seen.append(read_receipt(runtime.store, still_open))
 
     receipt = enqueue_lines(producer, ZONE, None, Kind.FILES, Mode.PURGE, io.StringIO("\n".join(lines)),
-                            progress=between_chunks)
-    assert [r.state for r in seen] == [State.PENDING] * 3
-    assert seen[-1].outstanding == 0  # all purged, but the receipt was not sealed yet
+                            progress=between_slices)
+    assert [r.state for r in seen] == [State.PENDING] * 2 and seen[-1].outstanding == 0
+    while flusher.flush(FILES.id) is Outcome.PURGED:
+        pass
     done = report(runtime, receipt)
-    # The last line repeats the first, which was purged by then: it is purged again, as the page
-    # may have changed in between.
-    assert (done.state, done.items, done.accepted, done.purged) == (State.DONE, 26, 26, 26)
+    assert (done.state, done.items, done.accepted, done.purged) == (State.DONE, 25, 25, 25)
 
 
 def test_a_receipt_past_its_ttl_is_not_brought_back_by_its_items(producer, flusher, sender, runtime):

@@ -21,10 +21,12 @@ import redis
 from producer import Producer, UnavailableError
 from tests.conftest import ZONE, RecordingSender
 from worker.flush import Flusher, Outcome
+from zonepurge import keys
 from zonepurge.items import Kind, Mode
 from zonepurge.lanes import PRODUCTION_TARGET, Lane
 from zonepurge.runtime import Runtime
 from zonepurge.services import RedisServer, start_worker, wait_for
+from zonepurge.store import STAGE_COMMIT_LIMIT, STAGE_TTL_S, Store
 
 pytestmark = pytest.mark.integration
 
@@ -129,20 +131,50 @@ def test_producers_fail_fast_while_redis_is_down(own_redis, service_env):
     assert time.monotonic() - started < 30  # fails, never hangs (bound far above the few seconds it takes)
 
 
-def test_an_outage_during_a_file_enqueue_says_how_much_was_stored_and_that_much_is_there(own_redis, service_env, tmp_path):
+def _enqueue_file(env, path):
+    return subprocess.Popen([sys.executable, "-m", "zonepurge", "enqueue", "-z", ZONE, "--from-file", str(path)],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _stored(err: str) -> int:
+    return int(re.search(r"(\d+) item\(s\) of this request were stored", err).group(1))
+
+
+def test_an_outage_while_a_file_is_read_stores_none_of_it_and_says_so(own_redis, service_env, tmp_path):
     env = {**env_for(own_redis, service_env), "ZONEPURGE_ENQUEUE_CHUNK": "200"}
     path = tmp_path / "urls.txt"
     path.write_text("".join(f"https://www.example.com/f/{i}\n" for i in range(600_000)))
     client = redis.Redis(port=own_redis.port)
-    producer = subprocess.Popen([sys.executable, "-m", "zonepurge", "enqueue", "-z", ZONE, "--from-file", str(path)],
-                                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    pending_key = f"zp:pending:{LANE.id}"
-    wait_for(lambda: client.zcard(pending_key) > 0, 120, "the enqueue to start storing")
+    producer = _enqueue_file(env, path)
+    wait_for(lambda: client.keys(keys.stage("*")), 120, "the file to be staged")
     own_redis.kill()
     _, err = producer.communicate(timeout=120)
     assert producer.returncode == 3, err
-    stored = int(re.search(r"(\d+) item\(s\) of this request were stored", err).group(1))
-    assert 0 < stored < 600_000
+    assert _stored(err) == 0
     own_redis.start()
     client = redis.Redis(port=own_redis.port)
-    assert client.zcard(pending_key) >= stored  # nothing reported as stored is missing
+    assert client.zcard(f"zp:pending:{LANE.id}") == 0  # none of the file is in the queue
+    assert all(0 < client.ttl(k) <= STAGE_TTL_S for k in client.keys(keys.stage("*")))  # and what was staged goes
+
+
+def test_an_outage_while_a_busy_lane_takes_a_file_says_how_much_was_stored_and_that_much_is_there(
+        own_redis, service_env, tmp_path):
+    env = {**env_for(own_redis, service_env), "ZONEPURGE_ENQUEUE_CHUNK": "200"}
+    held = [f"https://www.example.com/held/{i}" for i in range(STAGE_COMMIT_LIMIT + 1)]
+    store = Store(redis.Redis(port=own_redis.port))
+    store.enqueue(LANE, held)  # more than a one-step commit takes: the file goes in slice by slice
+    path = tmp_path / "urls.txt"
+    path.write_text("".join(f"https://www.example.com/f/{i}\n" for i in range(300_000)))
+    client = redis.Redis(port=own_redis.port)
+    pending_key = f"zp:pending:{LANE.id}"
+    producer = _enqueue_file(env, path)
+    wait_for(lambda: client.zcard(pending_key) > len(held), 120, "the file's slices to be enqueued")
+    own_redis.kill()
+    _, err = producer.communicate(timeout=120)
+    assert producer.returncode == 3, err
+    stored = _stored(err)
+    assert 0 < stored < 300_000
+    own_redis.start()
+    client = redis.Redis(port=own_redis.port)
+    assert client.zcard(pending_key) >= len(held) + stored  # nothing reported as stored is missing
+

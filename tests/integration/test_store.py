@@ -3,6 +3,7 @@
 import pytest
 
 from tests.conftest import OTHER_ZONE, ZONE
+from zonepurge import keys
 from zonepurge.items import Kind, Mode
 from zonepurge.lanes import PRODUCTION_TARGET, EnvTarget, Lane
 from zonepurge.store import DeadLetter, Store
@@ -153,3 +154,72 @@ def test_big_enqueues_go_through_lua_in_slices(store):
     assert store.enqueue(lane(), members).added == 25_000
     assert pending(store, lane(mode=Mode.INVALIDATE)) == 0
     assert store.enqueue(lane(mode=Mode.INVALIDATE), members).added == 0
+
+
+# A file is staged, then joins its lane: in one step when the lane holds few items, slice by
+# slice when it holds many. Both must leave the lane and its receipts as enqueueing the same
+# members in one request does.
+HARD, SOFT = lane(kind=Kind.TAGS), lane(kind=Kind.TAGS, mode=Mode.INVALIDATE)
+
+
+def _busy_lane_scenario(store):
+    """A lane with items pending, in flight and a soft twin pending, each with a receipt."""
+    store.enqueue(HARD, ["d"], at_ms=500, receipt_id="r2")
+    assert store.take(HARD, cap=1, debounce_s=0, lease_s=60, at_ms=600).batch.members == ["d"]  # in flight
+    store.enqueue(HARD, ["a", "b"], at_ms=1000, receipt_id="r0")
+    store.enqueue(SOFT, ["c", "s"], at_ms=1000, receipt_id="r1")
+
+
+def _state(store, receipt_id):
+    def watchers(some_lane):
+        raw = store.redis.hgetall(keys.watch(some_lane.id))
+        return {k.decode(): sorted(v.decode().split(",")) for k, v in raw.items()}
+
+    def members(some_lane):
+        return {m.decode() for m in store.redis.zrange(keys.pending(some_lane.id), 0, -1)}
+
+    return {"hard": members(HARD), "soft": members(SOFT), "hard_watch": watchers(HARD),
+            "soft_watch": watchers(SOFT), "a_score": store.redis.zscore(keys.pending(HARD.id), "a"),
+            "outstanding": int(store.redis.hget(keys.receipt(receipt_id), "outstanding")),
+            "stage_left": store.redis.exists(keys.stage(receipt_id), keys.stage_watch(receipt_id))}
+
+
+@pytest.mark.parametrize("target, file", [(HARD, ["a", "c", "d", "e", "e"]), (SOFT, ["b", "a", "t", "t", "s"])])
+def test_a_staged_file_joins_its_lane_as_one_request_of_it_would(store, redis_client, monkeypatch, target, file):
+    import zonepurge.store as store_module
+
+    outcomes = []
+    for way in ("request", "one step", "slices"):
+        redis_client.flushdb()
+        _busy_lane_scenario(store)
+        if way == "request":
+            result = store.enqueue(target, file, receipt_id="r3")
+        else:
+            monkeypatch.setattr(store_module, "STAGE_COMMIT_LIMIT", 10**6 if way == "one step" else 0)
+            store.stage("r3", file[:3], ttl_s=60)
+            store.stage("r3", file[3:], ttl_s=60)
+            assert store.snapshot().lanes and _state(store, "r0")["hard"] == {"a", "b"}, "staged out of sight"
+            slices = []
+            result = store.commit_stage(target, "r3", 60, slice_size=2, on_slice=lambda d, n: slices.append(d))
+            assert slices == ([4] if way == "one step" else [2, 4])
+        outcomes.append((result.added, result.pending, _state(store, "r3")))
+    assert outcomes[0] == outcomes[1] == outcomes[2]
+    added, _, state = outcomes[0]
+    assert state["a_score"] == 1000 and state["stage_left"] == 0  # a pending item keeps its time
+    if target is HARD:
+        # c was a pending soft purge: moot now, its receipt waits for the hard one; d was in
+        # flight: pending again, both receipts wait for it; a and e counted once each.
+        assert added == 3 and state["hard"] == {"a", "b", "c", "d", "e"} and state["soft"] == {"s"}
+        assert state["hard_watch"]["c"] == ["r1", "r3"] and state["hard_watch"]["d"] == ["r2", "r3"]
+        assert state["outstanding"] == 4
+    else:
+        # a and b are pending hard purges: the soft ones wait for them; s was pending already.
+        assert added == 1 and state["soft"] == {"c", "s", "t"}
+        assert state["hard_watch"]["b"] == ["r0", "r3"] and state["soft_watch"]["s"] == ["r1", "r3"]
+        assert state["outstanding"] == 4
+
+
+def test_a_discarded_stage_leaves_nothing(store):
+    store.stage("r9", ["x", "y"], ttl_s=60)
+    store.discard_stage("r9")
+    assert store.redis.keys("zp:*") == []

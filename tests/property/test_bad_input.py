@@ -6,7 +6,6 @@ model, the line validator of bulk files, and the CLI.
 
 from __future__ import annotations
 
-import io
 import subprocess
 import sys
 
@@ -14,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from producer.bulk import validate_lines
+from producer.bulk import member_chunks
 from tests.conftest import ZONE
 from zonepurge.items import ItemError, Kind, member_for_line, normalize_tag, normalize_url
 from zonepurge.model import MAX_ITEMS_PER_REQUEST, PurgeRequest, RequestError
@@ -80,7 +79,6 @@ def test_huge_inputs_are_refused_with_a_bound_named():
 @given(kind=st.sampled_from([Kind.FILES, Kind.TAGS, Kind.HOSTS, Kind.PREFIXES]),
        lines=st.lists(st.text(max_size=60) | url_like, max_size=30))
 def test_a_file_is_validated_whole_before_anything_is_kept(kind, lines):
-    spool = io.StringIO()
     expected_bad = []
     for number, line in enumerate(lines, start=1):
         text = line.strip()
@@ -89,13 +87,18 @@ def test_a_file_is_validated_whole_before_anything_is_kept(kind, lines):
                 member_for_line(kind, text)
             except ItemError:
                 expected_bad.append(number)
+    chunks = member_chunks(kind, (line.replace("\n", " ").replace("\r", " ") + "\n" for line in lines), 7)
+    yielded = []
     try:
-        count = validate_lines(kind, (line.replace("\n", " ").replace("\r", " ") + "\n" for line in lines), spool)
+        for chunk in chunks:
+            yielded.append(chunk)
     except RequestError as exc:
         assert exc.problems
+        # Chunks seen before the refusal held only good lines, and the caller drops them.
+        assert all(member_for_line(kind, m) == m for chunk in yielded for m in chunk)
         return
-    assert count == len(spool.getvalue().splitlines())
     assert expected_bad == []
+    assert sum(map(len, yielded)) > 0
 
 
 @pytest.mark.integration
