@@ -19,20 +19,26 @@ from zonepurge.runtime import Runtime
 log = logging.getLogger("zonepurge.sweeper")
 
 
-# Lanes whose oldest item waited this many sweep intervals (past its debounce) are flushed by
-# the sweep itself, at most this many per sweep.
-OVERDUE_SWEEPS = 3
+# A lane whose pending items stood still (the same count, the same oldest item) for this many
+# sweeps in a row is flushed by the sweep itself, at most this many lanes per sweep.
+STILL_SWEEPS = 3
 MAX_DIRECT_FLUSHES = 8
 
+# What a sweep saw of each lane: (pending count, oldest item's time), and for how many sweeps.
+Sightings = dict[str, tuple[tuple[int, float | None], int]]
 
-def sweep(runtime: Runtime, flusher: Flusher | None = None) -> int:
+
+def sweep(runtime: Runtime, flusher: Flusher | None = None, seen: Sightings | None = None) -> int:
     """One sweep; returns the number of flushes queued.
 
-    With a ``flusher``, lanes whose items are overdue are also flushed right here, on the
-    sweep's own thread. Celery's consumer has been seen to stop consuming after its Redis
-    connection was restored (celery/celery #8030, #4453); the queue must not depend on it. A flush
-    that finds its lane waiting for budget, a backoff, a pause or a purge-everything changes
-    nothing, so a direct flush is always safe.
+    With a ``flusher`` and the ``seen`` of the sweeps before, a lane whose items have not moved
+    for STILL_SWEEPS sweeps is also flushed right here, on the sweep's own thread. Celery's
+    consumer has been seen to stop consuming after its Redis connection was restored
+    (celery/celery #8030, #4453); the queue must not depend on it. Items that do not move while
+    a flush is queued for them mean nobody takes those flushes; a lane that drains, however
+    long its backlog, changes between sweeps and is left to the pool. A flush that finds its
+    lane waiting for budget, a backoff, a pause or a purge-everything changes nothing, so a
+    direct flush is always safe.
     """
     released = runtime.store.release_expired()
     if released:
@@ -41,15 +47,24 @@ def sweep(runtime: Runtime, flusher: Flusher | None = None) -> int:
     for lane in runtime.store.lanes():
         if runtime.scheduler.nudge(lane, delay_s=0):
             queued += 1
-    if flusher is not None:
-        settings = runtime.settings
-        overdue_s = settings.debounce_s + OVERDUE_SWEEPS * settings.sweep_interval_s
-        now_ms = runtime.store.server_ms()
-        overdue = [s.lane for s in runtime.store.snapshot().lanes
-                   if s.pending and s.oldest_ms is not None and now_ms - s.oldest_ms > overdue_s * 1000]
-        for lane in overdue[:MAX_DIRECT_FLUSHES]:
+    if flusher is not None and seen is not None:
+        now: Sightings = {}
+        still = []
+        for stats in runtime.store.snapshot().lanes:
+            if not stats.pending:
+                continue
+            sighting = (stats.pending, stats.oldest_ms)
+            before = seen.get(stats.lane.id)
+            sweeps = before[1] + 1 if before is not None and before[0] == sighting else 0
+            now[stats.lane.id] = (sighting, sweeps)
+            if sweeps >= STILL_SWEEPS:
+                still.append(stats.lane)
+        seen.clear()
+        seen.update(now)
+        for lane in still[:MAX_DIRECT_FLUSHES]:
             outcome = flusher.flush(lane.id)
-            log.warning("%s was overdue; the sweep flushed it itself: %s", lane, outcome.value)
+            log.warning("%s: its items did not move for %d sweeps; the sweep flushed it itself: %s",
+                        lane, STILL_SWEEPS, outcome.value)
     return queued
 
 
@@ -58,13 +73,14 @@ class Sweeper(threading.Thread):
         super().__init__(name="zonepurge-sweeper", daemon=True)
         self._runtime = runtime
         self._flusher = flusher
+        self._seen: Sightings = {}
         self._interval = interval_s
         self._halt = threading.Event()  # not _stop: threading.Thread has one
 
     def run(self) -> None:
         while not self._halt.wait(self._interval):
             try:
-                sweep(self._runtime, self._flusher)
+                sweep(self._runtime, self._flusher, self._seen)
             except Exception:  # Redis restarting, say: try again next round
                 log.warning("sweep failed; will try again", exc_info=True)
 

@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from producer import Producer
+from zonepurge.runtime import Runtime
 from tests.conftest import ZONE
 from zonepurge.services import free_port, start_worker, wait_for
 
@@ -80,3 +81,30 @@ def test_the_ingest_serves_metrics_too(ingest):
     samples = scrape(f"{ingest.root}/metrics")  # the ingest lives for the session: count the change
     assert total(samples, "zonepurge_items_enqueued_total", kind="tags") == before + 2
     assert total(samples, "zonepurge_pending_items", kind="tags") == 2
+
+
+def test_counters_add_up_across_prefork_worker_processes(service_env, sandbox, settings, redis_client, tmp_path):
+    # Under Celery's prefork pool the flushes run in child processes: each counts into files of
+    # its own (prometheus_client's multiprocess mode) and the main process serves their sum.
+    port = free_port()
+    env = {**service_env, "ZONEPURGE_METRICS_PORT": str(port), "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    producer = Producer(Runtime(settings, redis_client=redis_client))  # sends real flush tasks
+    kinds = {"files": [f"https://www.example.com/pf/{i}" for i in range(300)], "tags": ["t1", "t2"],
+             "hosts": ["a.example.com"], "prefixes": ["www.example.com/pf"]}
+    for kind, items in kinds.items():
+        producer.enqueue({"zone": ZONE, kind: items})
+    sandbox.faults(latency_ms=300)  # each call keeps its child busy: the next lane goes to the other
+    worker = start_worker(env, concurrency=2, pool="prefork")
+    try:
+        wait_for(lambda: sandbox.stats()["items_purged"] >= 304, 60, "the drain")
+        metrics_url = f"http://127.0.0.1:{port}/metrics"
+        wait_for(lambda: total(scrape(metrics_url), "zonepurge_api_calls_total") >= sandbox.stats()["calls"], 30,
+                 "every call to be counted")
+        samples = scrape(metrics_url)
+    finally:
+        worker.stop()
+    assert total(samples, "zonepurge_items_purged_total") == 304
+    assert total(samples, "zonepurge_items_purged_total", kind="files") == 300
+    assert total(samples, "zonepurge_api_calls_total", status="200") == sandbox.stats()["calls"] == 4
+    writers = {path.stem.rsplit("_", 1)[1] for path in tmp_path.glob("counter_*.db")}
+    assert len(writers) >= 2, f"the counts came from one process only: {writers}\n" + worker.output.tail(60)

@@ -28,15 +28,20 @@ def test_the_sweeper_thread_stops_when_told(runtime):
     assert not sweeper.is_alive()
 
 
-def test_a_sweep_flushes_overdue_lanes_itself_when_no_worker_consumes(runtime, sender, sandbox):
+def test_a_sweep_flushes_a_lane_whose_items_stand_still_when_no_worker_consumes(runtime, sender, sandbox):
     from worker.flush import Flusher
+    from worker.sweeper import STILL_SWEEPS
 
     store = runtime.store
-    old = store.server_ms() - 60_000  # waited a minute: no Celery consumer took its flush
+    flusher = Flusher(runtime)
+    seen = {}
+    old = store.server_ms() - 60_000  # due long ago; no Celery consumer takes its flushes
     store.enqueue(LANE, ["stuck-tag"], at_ms=old)
-    assert sweep(runtime, Flusher(runtime)) == 1
+    moving = Lane(ZONE, PRODUCTION_TARGET, Kind.HOSTS, Mode.PURGE)
+    for n in range(STILL_SWEEPS):
+        store.enqueue(moving, [f"h{n}.example.com"], at_ms=old)  # a lane whose items change
+        sweep(runtime, flusher, seen)
+        assert sandbox.purges() == [], "still for fewer sweeps than it takes: left to the pool"
+    store.enqueue(moving, ["last.example.com"], at_ms=old)
+    sweep(runtime, flusher, seen)
     assert [p["items"] for p in sandbox.purges()] == [["stuck-tag"]]
-    fresh = Lane(ZONE, PRODUCTION_TARGET, Kind.HOSTS, Mode.PURGE)
-    store.enqueue(fresh, ["www.example.com"])  # not overdue: left to the queued flush
-    sweep(runtime, Flusher(runtime))
-    assert len(sandbox.purges()) == 1
