@@ -1,7 +1,7 @@
 """Producers: validate purge requests and enqueue them for the workers."""
 
 from producer.api import Producer, Receipt, UnavailableError, enqueue
-from producer.bulk import enqueue_lines
+from producer.bulk import enqueue_file, enqueue_lines
 from zonepurge.environments import UnknownEnvironmentError
 from zonepurge.model import PurgeRequest, RequestError
 
@@ -13,5 +13,6 @@ __all__ = [
     "UnavailableError",
     "UnknownEnvironmentError",
     "enqueue",
+    "enqueue_file",
     "enqueue_lines",
 ]

@@ -125,3 +125,27 @@ def enqueue_lines(
             progress(Progress("enqueueing", done, done / staged if staged else None))
 
     return producer.enqueue_staged(zone, target, kind, mode, chunks, on_enqueued, warnings)
+
+
+def enqueue_file(
+    zone: str,
+    lines: Iterable[str],
+    *,
+    environment: str | None = None,
+    kind: Kind | str = Kind.FILES,
+    invalidate: bool = False,
+    producer: Producer | None = None,
+    progress: ProgressCallback | None = None,
+) -> Receipt:
+    """Enqueue the items of a file (an open file, or any iterable of lines), all or none: the
+    Python side of ``zonepurge enqueue --from-file``.
+
+        with open("changed-urls.txt", encoding="utf-8") as f:
+            receipt = enqueue_file(ZONE, f, environment="Staging")
+
+    Raises what ``producer.enqueue`` raises; RequestError names the bad lines.
+    """
+    from producer.api import default_producer
+
+    return enqueue_lines(producer or default_producer(), zone, environment, Kind(kind),
+                         Mode.INVALIDATE if invalidate else Mode.PURGE, lines, progress)
