@@ -37,7 +37,7 @@ from zonepurge.environments import UnknownEnvironmentError
 from zonepurge.items import ItemError, Kind, body_for, prefix_for_url
 from zonepurge.lanes import EnvTarget, Lane
 from zonepurge.runtime import Runtime
-from zonepurge.store import Batch, DeadLetter, Settlement
+from zonepurge.store import Batch, DeadLetter, DeadReason, Settlement
 
 log = logging.getLogger("zonepurge.flush")
 
@@ -142,7 +142,7 @@ class Flusher:
         try:
             target = rt.directory.resolve(lane.zone, lane.env.name) if lane.env.name else lane.env
         except UnknownEnvironmentError as exc:
-            return self._dead(batch, batch.members, "unknown-environment", None, str(exc))
+            return self._dead(batch, batch.members, DeadReason.UNKNOWN_ENVIRONMENT, None, str(exc))
         except CloudflareError as exc:
             return self._retry(batch, f"cannot list environments: {exc}")
         client = rt.cloudflare()
@@ -262,7 +262,7 @@ class Flusher:
         for member, enqueued_ms, count in zip(batch.members, batch.enqueued_ms, tries, strict=True):
             too_old = now - enqueued_ms / 1000 > s.max_age_s
             (spent if count + 1 >= s.max_attempts or too_old else back).append(member)
-        dead = self._records(batch, spent, "gave-up", None,
+        dead = self._records(batch, spent, DeadReason.GAVE_UP, None,
                              f"{why} (after {s.max_attempts} attempts or {s.max_age_s:.0f}s)",
                              {m: c + 1 for m, c in zip(batch.members, tries, strict=True)})
         store.finish(batch, Settlement(back=back, count_attempt=True, dead=dead, counts=counts or {}),
@@ -298,7 +298,7 @@ class Flusher:
             log.warning("%s: %d item(s) refused together (%s); sending them in halves to find "
                         "the items at fault", lane, len(batch.members), exc)
             return Outcome.SPLIT
-        return self._dead(batch, batch.members, "rejected", exc.code, str(exc), counts)
+        return self._dead(batch, batch.members, DeadReason.REJECTED, exc.code, str(exc), counts)
 
     def _refused_url_purge(self, batch: Batch, exc: RejectedError | None,
                            counts: dict[str, int] | None = None) -> Outcome:
@@ -306,7 +306,7 @@ class Flusher:
         lane = batch.lane
         why = str(exc) if exc else "this environment refuses purge by URL (Cloudflare error 1136)"
         if self.runtime.settings.on_1136 == "dead-letter":
-            return self._dead(batch, batch.members, "url-purge-refused", _ERROR_1136, why, counts)
+            return self._dead(batch, batch.members, DeadReason.URL_PURGE_REFUSED, _ERROR_1136, why, counts)
         prefixes: list[str] = []
         unusable: list[str] = []
         for member in batch.members:
@@ -315,7 +315,7 @@ class Flusher:
             except ItemError:
                 unusable.append(member)
         target = lane.with_(kind=Kind.PREFIXES)
-        dead = self._records(batch, unusable, "url-purge-refused", _ERROR_1136,
+        dead = self._records(batch, unusable, DeadReason.URL_PURGE_REFUSED, _ERROR_1136,
                              f"{why}; no prefix purge can stand in for this URL")
         # Each prefix keeps the earliest first-enqueue time of the URLs it stands for, so it
         # goes out no later than they would have.
@@ -332,7 +332,7 @@ class Flusher:
                     lane, len(batch.members), len(firsts))
         return Outcome.REDIRECTED
 
-    def _dead(self, batch: Batch, members: list[str], reason: str, code: int | None,
+    def _dead(self, batch: Batch, members: list[str], reason: DeadReason, code: int | None,
               message: str, counts: dict[str, int] | None = None) -> Outcome:
         tries = self.runtime.store.attempts(batch.lane, members)
         records = self._records(batch, members, reason, code, message,
@@ -343,14 +343,14 @@ class Flusher:
                   message)
         return Outcome.DEAD_LETTERED
 
-    def _records(self, batch: Batch, members: list[str], reason: str, code: int | None,
+    def _records(self, batch: Batch, members: list[str], reason: DeadReason, code: int | None,
                  message: str, attempts: dict[str, int] | None = None) -> list[DeadLetter]:
         lane = batch.lane
         scores = batch.scores()
         now = self.clock()
         return [
             DeadLetter(item=member, zone=lane.zone, environment=str(lane.env), kind=lane.kind.value,
-                       mode=lane.mode.value, reason=reason, code=code, message=message,
+                       mode=lane.mode.value, reason=reason.value, code=code, message=message,
                        attempts=(attempts or {}).get(member, 1), first_enqueued_at=scores[member] / 1000,
                        dead_at=now, lane=lane.id)
             for member in members

@@ -235,30 +235,55 @@ def dead_letters() -> None:
     """
 
 
+def _zone_option(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    from zonepurge.model import check_zone
+
+    if value is None:
+        return None
+    try:
+        return check_zone(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
 def _dead_letter_filters(f: Any) -> Any:
-    f = click.option("--zone", "-z", metavar="ZONE_ID", help="Only this zone.")(f)
+    from zonepurge.store import DeadReason
+
+    f = click.option("--zone", "-z", metavar="ZONE_ID", callback=_zone_option, help="Only this zone.")(f)
     f = click.option("--env", "-e", "environment", metavar="NAME|REF",
-                     help="Only this environment (name, ref, or 'production').")(f)
-    f = click.option("--reason", "-r", metavar="REASON",
-                     help="Only this reason: rejected, gave-up, url-purge-refused, unknown-environment.")(f)
+                     help="Only this environment (name in any case, ref, or 'production').")(f)
+    f = click.option("--reason", "-r", type=click.Choice([r.value for r in DeadReason]),
+                     help="Only this reason.")(f)
     f = click.option("--code", type=int, metavar="CODE", help="Only this Cloudflare error code.")(f)
     return f
 
 
 def _matching(runtime: Any, zone: str | None, environment: str | None, reason: str | None,
               code: int | None) -> list[Any]:
-    wanted_env = None
-    if environment is not None:
-        wanted_env = {environment}
-        if zone is not None:
-            target, _ = runtime.directory.resolve_or_defer(zone.lower(), environment)
-            wanted_env.add(str(target))
+    spellings: dict[str, set[str]] = {}  # zone -> how its dead letters may spell the environment
+
+    def in_environment(record: Any) -> bool:
+        if environment is None:
+            return True
+        if record.zone not in spellings:
+            # A dead letter names its environment as enqueued: production, a ref, or a name
+            # the producer could not resolve ("Staging (unresolved)").
+            spellings[record.zone] = {environment, f"{environment} (unresolved)"}
+            try:
+                target, _ = runtime.directory.resolve_or_defer(record.zone, environment)
+                spellings[record.zone].add(str(target))
+            except LookupError:  # the zone has no such environment now
+                pass
+        return record.environment in spellings[record.zone] or (
+            record.environment.endswith(" (unresolved)")
+            and record.environment.removesuffix(" (unresolved)").casefold() == environment.casefold())
+
     return [
         (raw, record) for raw, record in runtime.store.iter_dead_letters()
-        if (zone is None or record.zone == zone.lower())
-        and (wanted_env is None or record.environment in wanted_env)
+        if (zone is None or record.zone == zone)
         and (reason is None or record.reason == reason)
         and (code is None or record.code == code)
+        and in_environment(record)
     ]
 
 
@@ -349,7 +374,8 @@ def _show_receipt(report: Any, as_json: bool) -> None:
         return
     env_name = report.environment_name
     where = (f"{env_name} (ref {report.environment})"
-             if env_name and env_name not in (report.environment, "production") else report.environment)
+             if env_name and env_name not in (report.environment, "production")
+             and not report.environment.endswith("(unresolved)") else report.environment)
     when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(report.created_at or 0))
     took = (f", completed after {report.completed_at - report.created_at:.1f}s"
             if report.completed_at is not None and report.created_at is not None else "")
@@ -438,6 +464,7 @@ def serve(host: str, port: int) -> None:
     (GET /v1/receipts/{id}). GET /health, GET /ready; the OpenAPI document at /openapi.json.
     """
     from ingest.server import run
+    from zonepurge.serving import BindError
     from zonepurge.settings import get_settings
 
     if not get_settings().ingest_tokens:
@@ -445,7 +472,11 @@ def serve(host: str, port: int) -> None:
                    'its tokens, e.g. [{"token": "<secret>", "zones": ["*"], "environments": '
                    '["*"]}]', err=True)
         sys.exit(EXIT_CONFIG)
-    run(host, port)
+    try:
+        run(host, port)
+    except BindError as exc:
+        click.echo(f"error: {exc.strerror} (another --port, or 0 for a free one)", err=True)
+        sys.exit(EXIT_CONFIG)
 
 
 @main.command(context_settings=_HELP_SETTINGS)
@@ -545,13 +576,14 @@ def up(concurrency: int, ingest_host: str, ingest_port: int) -> None:
     from zonepurge.services import (
         SANDBOX_TOKEN,
         RedisServer,
+        ServiceError,
         start_ingest,
         start_sandbox,
         start_worker,
     )
 
     env: dict[str, str] = {}
-    started: list[Any] = []
+    started: list[tuple[str, Any]] = []  # (what, the part), stopped in the reverse order
 
     def on_sigterm(*_: object) -> None:
         # Unwind to the `finally` below, which stops the children; stopping them here, inside
@@ -559,20 +591,21 @@ def up(concurrency: int, ingest_host: str, ingest_port: int) -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_sigterm)
+    status = 0
     try:
         if not os.environ.get("REDIS_URL"):
             redis_server = RedisServer(appendonly=True).start()
-            started.append(redis_server)
+            started.append(("redis-server", redis_server))
             env["REDIS_URL"] = redis_server.url
-            click.echo(f"redis-server on {redis_server.url} (AOF in {redis_server.dir})")
+            click.echo(f"redis-server on {redis_server.url} (AOF in {redis_server.dir}, "
+                       "removed when this stops)")
         if not os.environ.get("CLOUDFLARE_API_TOKEN"):
             sandbox_process, base_url = start_sandbox(echo=None)
-            started.append(sandbox_process)
+            started.append(("the sandbox", sandbox_process))
             env["CLOUDFLARE_BASE_URL"] = base_url
             env["CLOUDFLARE_API_TOKEN"] = SANDBOX_TOKEN
             click.echo(f"no CLOUDFLARE_API_TOKEN: purging against the sandbox at {base_url}")
-        worker_process = start_worker(env, concurrency=concurrency, echo=sys.stdout)
-        started.append(worker_process)
+        started.append(("the worker", start_worker(env, concurrency=concurrency, echo=sys.stdout)))
         ingest_env = dict(env)
         made_token = None
         if not os.environ.get("ZONEPURGE_INGEST_TOKENS"):
@@ -582,26 +615,44 @@ def up(concurrency: int, ingest_host: str, ingest_port: int) -> None:
                 [{"token": made_token, "zones": ["*"], "environments": ["*"], "name": "up"}])
         ingest_process, ingest_url = start_ingest(ingest_env, host=ingest_host, port=ingest_port,
                                                   echo=sys.stdout)
-        started.append(ingest_process)
+        started.append(("the ingest", ingest_process))
         # Only what `up` made is printed: the sandbox's token is no secret, the user's tokens are
-        # never in `env`, and the ingest token made here exists only in this run.
-        exports = f"  export {' '.join(f'{k}={v}' for k, v in env.items())}\n" if env else ""
-        token_line = (f"  ingest token (every zone and environment; shown once): {made_token}\n"
-                      if made_token else "  ingest tokens: ZONEPURGE_INGEST_TOKENS\n")
+        # never in `env`, and the ingest token made here exists only in this run. INGEST, TOKEN
+        # and ZONE are what the README's curl examples use.
+        shown = {**env, "INGEST": f"{ingest_url}/client/v4", "ZONE": "023e105f4ecef8ad9ca31a8372d0c353"}
+        if made_token:
+            shown["TOKEN"] = made_token
+        token_line = ("  (TOKEN is an ingest token for every zone and environment, made for this run and "
+                      "shown once)\n" if made_token else "  ingest tokens: ZONEPURGE_INGEST_TOKENS\n")
         click.echo("\nzonepurge is running. From another terminal:\n"
-                   f"{exports}"
-                   "  zonepurge enqueue --zone 023e105f4ecef8ad9ca31a8372d0c353 --url https://www.example.com/\n"
+                   f"  export {' '.join(f'{k}={v}' for k, v in shown.items())}\n"
+                   f"{token_line}"
+                   "  zonepurge enqueue --zone $ZONE --url https://www.example.com/\n"
                    "  zonepurge status\n"
                    f"ingest (Cloudflare's purge API) at {ingest_url}/client/v4\n"
-                   f"{token_line}"
                    "Ctrl-C stops everything.\n")
-        worker_process.process.wait()
-        click.echo(f"the worker exited with status {worker_process.process.returncode}", err=True)
+        what, code = _first_to_exit(started)
+        click.echo(f"error: {what} exited (status {code}); stopping everything", err=True)
+        status = 1
+    except ServiceError as exc:
+        click.echo(f"error: {exc}", err=True)
+        status = 1
     except KeyboardInterrupt:
         pass
     finally:
-        for part in reversed(started):
+        for _, part in reversed(started):
             part.stop()
-        for part in started:
+        for _, part in started:
             if hasattr(part, "cleanup"):
                 part.cleanup()
+    sys.exit(status)
+
+
+def _first_to_exit(parts: list[tuple[str, Any]], every_s: float = 0.5) -> tuple[str, int]:
+    """Watch the parts `up` started until one of them ends; which, and its exit status."""
+    while True:
+        for what, part in parts:
+            code = part.process.poll() if part.process is not None else None
+            if code is not None:
+                return what, code
+        time.sleep(every_s)  # the watch's own pace: nothing here waits for a result

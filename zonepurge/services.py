@@ -88,7 +88,10 @@ class RedisServer:
             "--appendfsync", "always" if self.appendonly else "everysec",
             "--logfile", str(self.dir / "redis.log"),
         ]
-        self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+        # A session of its own: a Ctrl-C at the terminal reaches whoever started it, which stops
+        # it last, after the workers that use it have settled.
+        self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                        start_new_session=True)
         client = redis.Redis(port=self.port, socket_connect_timeout=1)
         try:
             wait_for(lambda: self._alive() and client.ping(), timeout_s, f"redis-server on port {self.port}")

@@ -15,8 +15,13 @@ import sys
 import uvicorn
 
 
+class BindError(OSError):
+    """The address cannot be listened on; the message says which, and why, in words."""
+
+
 def bind(host: str, port: int) -> socket.socket:
-    """A listening, non-blocking socket on host:port (0: a free port)."""
+    """A listening, non-blocking socket on host:port (0: a free port); BindError if it cannot
+    be had (the port is taken, the host is not this machine's)."""
     try:
         family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
     except ValueError:  # a name such as "localhost"
@@ -26,7 +31,12 @@ def bind(host: str, port: int) -> socket.socket:
     # client's delayed ACK (Nagle), since uvicorn writes headers and body apart.
     sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        why = (exc.strerror or str(exc)).lower()
+        raise BindError(exc.errno, f"cannot listen on {url_host(host)}:{port}: {why}") from None
     sock.listen(128)
     sock.setblocking(False)
     return sock

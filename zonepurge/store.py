@@ -23,6 +23,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any, Literal
 
 import redis
@@ -565,6 +566,19 @@ class Take:
     status: Literal["empty", "wait", "covered", "taken"]
     wait_s: float = 0.0
     batch: Batch | None = None
+
+
+class DeadReason(StrEnum):
+    """Why an item will not be purged."""
+
+    REJECTED = "rejected"
+    """Cloudflare refused it (its code and message are in the record)."""
+    GAVE_UP = "gave-up"
+    """It failed transiently past ZONEPURGE_MAX_ATTEMPTS or ZONEPURGE_MAX_AGE_S."""
+    URL_PURGE_REFUSED = "url-purge-refused"
+    """Error 1136, with ZONEPURGE_ON_1136=dead-letter (or no prefix can stand in for it)."""
+    UNKNOWN_ENVIRONMENT = "unknown-environment"
+    """The zone has no environment of the name it was enqueued for."""
 
 
 @dataclass(frozen=True, slots=True)

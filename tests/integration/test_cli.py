@@ -12,6 +12,7 @@ import pytest
 from tests.conftest import ZONE
 from worker.flush import Flusher
 from zonepurge import keys
+from zonepurge.items import Kind, Mode
 from zonepurge.lanes import Lane
 from zonepurge.services import free_port
 
@@ -146,6 +147,32 @@ def test_dead_letters_list_replay_and_drop(service_env, runtime, sender, sandbox
 
     assert json.loads(cli(["dead-letters", "drop", "--reason", "rejected", "--json"], service_env).stdout) == {"dropped": 1}
     assert status(service_env)["dead_letters"] == 0
+
+
+def test_dead_letter_filters_refuse_what_they_cannot_mean_and_find_unresolved_names(service_env, runtime):
+    from zonepurge.lanes import EnvTarget
+    from zonepurge.store import DeadLetter
+
+    lane = Lane(ZONE, EnvTarget(name="Nope"), Kind.TAGS, Mode.PURGE)  # enqueued while unlisted
+    record = DeadLetter(item="t", zone=ZONE, environment=str(lane.env), kind="tags", mode="purge",
+                        reason="unknown-environment", code=None, message="no such environment",
+                        attempts=1, first_enqueued_at=0.0, dead_at=0.0, lane=lane.id)
+    runtime.store.redis.rpush(keys.DEAD_LETTERS, record.to_json())
+    found = json.loads(cli(["dead-letters", "list", "--env", "nope", "--json"], service_env).stdout)
+    assert [r["item"] for r in found] == ["t"]
+    for bad in (["--reason", "rejectd"], ["--zone", "xyz"]):
+        for command in ("list", "replay", "drop"):
+            result = cli(["dead-letters", command, *bad], service_env)
+            assert result.returncode == 2 and "Invalid value" in result.stderr, result.stderr
+    assert runtime.store.redis.llen(keys.DEAD_LETTERS) == 1
+
+
+def test_a_receipt_for_an_environment_still_to_be_resolved_names_it_once(service_env):
+    offline = {k: v for k, v in service_env.items() if k != "CLOUDFLARE_API_TOKEN"}  # cannot list
+    made = cli(["enqueue", "-z", ZONE, "--env", "Nope", "--tag", "a", "--json"], offline)
+    assert made.returncode == 0 and "could not be checked now" in made.stderr
+    shown = cli(["receipt", json.loads(made.stdout)["id"]], offline).stdout
+    assert "environment Nope (unresolved)," in shown and "(ref" not in shown
 
 
 def test_status_says_loudly_that_a_zone_is_paused(service_env, runtime):

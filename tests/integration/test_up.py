@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 import shlex
 import signal
+import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import httpx
 import pytest
@@ -29,14 +31,14 @@ def test_up_starts_redis_sandbox_worker_and_ingest_purges_and_stops_them_all():
     try:
         line = output.wait_for_line(lambda l: l.strip().startswith("export "), 90, "the export line")
         exported = dict(pair.split("=", 1) for pair in shlex.split(line.strip())[1:])
-        assert set(exported) == {"REDIS_URL", "CLOUDFLARE_BASE_URL", "CLOUDFLARE_API_TOKEN"}
+        assert set(exported) == {"REDIS_URL", "CLOUDFLARE_BASE_URL", "CLOUDFLARE_API_TOKEN",
+                                 "INGEST", "ZONE", "TOKEN"}  # what the README's examples use
         user_env = {**env, **exported}
         result = subprocess.run([sys.executable, "-m", "zonepurge", "enqueue", "-z", ZONE,
                                  "--url", "https://www.example.com/up"], env=user_env,
                                 capture_output=True, text=True, timeout=60)
         assert result.returncode == 0, result.stderr
-        ingest = output.wait_for_line(lambda l: l.startswith("ingest "), 30, "the ingest's URL").split()[-1]
-        token = output.wait_for_line(lambda l: "ingest token" in l, 30, "the ingest token").split()[-1]
+        ingest, token = exported["INGEST"], exported["TOKEN"]
         admin = exported["CLOUDFLARE_BASE_URL"].removesuffix("/client/v4") + "/__sandbox/purges"
         wait_for(lambda: httpx.get(admin).json() != [], 30, "the purge to reach the sandbox")
         assert httpx.get(admin).json()[0]["items"] == ["https://www.example.com/up"]
@@ -60,3 +62,54 @@ def test_up_starts_redis_sandbox_worker_and_ingest_purges_and_stops_them_all():
     with pytest.raises(httpx.ConnectError):
         httpx.get(ingest.removesuffix("/client/v4") + "/health")
     assert sum(token in line for line in output.lines) == 1  # printed once, never logged
+
+
+def _up(*args: str) -> tuple[subprocess.Popen[str], LineWatcher]:
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("REDIS_URL", "CELERY_BROKER_URL", "CLOUDFLARE_API_TOKEN", "CLOUDFLARE_BASE_URL")}
+    process = subprocess.Popen([sys.executable, "-m", "zonepurge", "up", "--concurrency", "1", *args],
+                               env={**env, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    return process, LineWatcher(process.stdout)
+
+
+def _children(pid: int) -> dict[int, str]:
+    """pid -> command line of the processes whose parent is ``pid``."""
+    found = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                found[int(stat.parent.name)] = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except (OSError, IndexError, ValueError):
+            continue
+    return found
+
+
+def test_up_stops_everything_and_says_so_when_a_part_of_it_dies():
+    process, output = _up("--ingest-port", "0")
+    try:
+        output.wait_for_line(lambda l: "zonepurge is running" in l, 90, "up to be running")
+        parts = _children(process.pid)
+        assert len(parts) == 4, parts  # redis-server, the sandbox, the worker, the ingest
+        [sandbox] = [pid for pid, cmd in parts.items() if "zonepurge.sandbox" in cmd]
+        os.kill(sandbox, signal.SIGKILL)
+        process.wait(60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 1
+    assert any("error: the sandbox exited" in line for line in output.lines), output.tail()
+    assert [pid for pid in parts if Path(f"/proc/{pid}").exists()] == [], "a part was left running"
+
+
+def test_up_with_its_ingest_port_taken_says_so_in_one_line_and_stops_what_it_started():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        process, output = _up("--ingest-port", str(port))
+        process.wait(120)
+    assert process.returncode == 1
+    text = "\n".join(output.lines)
+    assert f"cannot listen on 127.0.0.1:{port}: address already in use" in text
+    assert "Traceback" not in text

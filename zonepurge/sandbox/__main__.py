@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from zonepurge.plans import Plan
 from zonepurge.sandbox.config import SandboxConfig
 from zonepurge.sandbox.server import run
+from zonepurge.serving import BindError
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -23,7 +25,11 @@ def main(argv: list[str] | None = None) -> None:
     config = SandboxConfig.from_file(args.config) if args.config else SandboxConfig()
     if args.plan:
         config = config.model_copy(update={"plan": Plan(args.plan)})
-    run(host=args.host, port=args.port, config=config)
+    try:
+        run(host=args.host, port=args.port, config=config)
+    except BindError as exc:
+        print(f"error: {exc.strerror} (another --port, or 0 for a free one)", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":
