@@ -435,7 +435,8 @@ NOTES = """
 - **e** is the peak resident memory (VmHWM) of the Celery worker process during **b**'s drain.
 - The baselines are in `bench/baselines.py`, written as their users write them. Celery's
   per-task overhead keeps the task-per-URL approach below the rate it is limited to, so it earns
-  no 429s, but it makes a hundred times the calls and takes twice as long. The synchronous
+  no 429s, but it makes a hundred times the calls and takes longer (1.2 to 2.6 times as long in
+  our runs: its pace depends on how busy the machine's two cores are). The synchronous
   chunks go out as fast as the sandbox answers: the bucket's burst is purged, every call after
   it is answered 429, and those URLs are lost (what cloudflare/Cloudflare-WordPress #268 and
   putyourlightson/craft-blitz #296 describe).

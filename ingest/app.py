@@ -60,6 +60,16 @@ RefPath = Annotated[str, Path(description="the environment's ref, as Cloudflare'
                                           "it, or its name (any case)")]
 
 
+def _path_problem(error: dict[str, Any]) -> str:
+    """A path parameter's problem in the words every producer uses (zonepurge.model)."""
+    if error["loc"][-1] == "zone" and isinstance(error.get("input"), str):
+        try:
+            check_zone(error["input"])
+        except ValueError as exc:
+            return str(exc)
+    return str(error["msg"])
+
+
 class Health(BaseModel):
     status: str
     detail: str | None = None
@@ -332,6 +342,6 @@ def _handle_errors(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> Response:
         # loc is ("path", "zone"): named as the body's problems are, "zone: ..."
-        problems = [f"{'.'.join(str(p) for p in e['loc'][1:]) or 'request'}: {e['msg']}"
+        problems = [f"{'.'.join(str(p) for p in e['loc'][1:]) or 'request'}: {_path_problem(e)}"
                     for e in exc.errors()]
         return env.failure(400, _problems(problems))

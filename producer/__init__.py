@@ -1,6 +1,6 @@
 """Producers: validate purge requests and enqueue them for the workers."""
 
-from producer.api import Producer, Receipt, UnavailableError, enqueue
+from producer.api import Producer, Receipt, UnavailableError, default_producer, enqueue
 from producer.bulk import enqueue_file, enqueue_lines
 from zonepurge.environments import UnknownEnvironmentError
 from zonepurge.model import PurgeRequest, RequestError
@@ -12,6 +12,7 @@ __all__ = [
     "RequestError",
     "UnavailableError",
     "UnknownEnvironmentError",
+    "default_producer",
     "enqueue",
     "enqueue_file",
     "enqueue_lines",

@@ -31,7 +31,7 @@ from zonepurge import metrics
 from zonepurge.items import Kind, Mode
 from zonepurge.lanes import EnvTarget, Lane
 from zonepurge.model import PurgeRequest
-from zonepurge.receipts import new_receipt_id
+from zonepurge.receipts import ReceiptReport, new_receipt_id, read_receipt, wait_for_receipt
 from zonepurge.runtime import Runtime, redact_url
 from zonepurge.store import STAGE_TTL_S, Store
 
@@ -92,6 +92,17 @@ class Producer:
                                                 receipt_ttl_s=self.runtime.settings.receipt_ttl_s)
         self._nudge(lane, result.pending, warnings)
         return self._receipt(receipt_id, lane, len(members), result.added, warnings)
+
+    def receipt(self, receipt_id: str) -> ReceiptReport | None:
+        """What became of an enqueue so far (None for an unknown or expired id)."""
+        with self._redis_errors(stored=0):
+            return read_receipt(self.runtime.store, receipt_id)
+
+    def wait(self, receipt_id: str, timeout_s: float = 300) -> ReceiptReport | None:
+        """Until every item of the receipt is purged or dead-lettered, or ``timeout_s`` has
+        passed: its state then says which (``pending`` if it timed out)."""
+        with self._redis_errors(stored=0):
+            return wait_for_receipt(self.runtime.store, receipt_id, timeout_s)
 
     def resolve(self, zone: str, environment: str | None) -> tuple[EnvTarget, list[str]]:
         """The environment's target, and a warning when it could not be checked now.

@@ -20,6 +20,7 @@ What a send's answer does:
 from __future__ import annotations
 
 import logging
+import socket
 import time
 from collections.abc import Callable
 from enum import StrEnum
@@ -279,7 +280,9 @@ class Flusher:
     def _forbidden(self, batch: Batch, why: str, counts: dict[str, int] | None = None) -> Outcome:
         s = self.runtime.settings
         zone = batch.lane.zone
-        self.runtime.store.pause(zone, why, probe_at=self.clock() + s.pause_probe_s)
+        # Which host saw it: with several workers, one with a wrong token pauses the zone for all.
+        self.runtime.store.pause(zone, f"{why} (seen by the worker on {socket.gethostname()})",
+                                 probe_at=self.clock() + s.pause_probe_s)
         self.runtime.store.finish(batch, Settlement(back=batch.members, counts=counts or {}))
         self.runtime.scheduler.nudge(batch.lane, delay_s=s.pause_probe_s)
         log.error("zone %s PAUSED: %s. Its items stay pending; a send is tried every %.0fs and "
@@ -328,8 +331,9 @@ class Flusher:
                                                     counts=counts or {}),
                                   attempts_ttl_s=self.runtime.settings.max_age_s)
         self.runtime.scheduler.nudge(target, delay_s=0)
-        log.warning("%s: URL purge refused (1136); %d URL(s) go out as %d prefix purge(s)",
-                    lane, len(batch.members), len(firsts))
+        log.warning("%s: %s; %d URL(s) go out as %d prefix purge(s)", lane,
+                    "URL purge refused (1136)" if exc else "this environment refuses URL purges (1136, "
+                    "remembered for an hour)", len(batch.members), len(firsts))
         return Outcome.REDIRECTED
 
     def _dead(self, batch: Batch, members: list[str], reason: DeadReason, code: int | None,

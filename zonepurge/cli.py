@@ -151,7 +151,7 @@ def enqueue(zone: str, environment: str | None, urls: tuple[str, ...], tags: tup
         click.echo(json.dumps(receipt.to_dict()))
     elif not quiet:
         click.echo(
-            f"accepted {receipt.accepted:,} new item(s), {receipt.already_pending:,} already pending "
+            f"accepted {receipt.accepted:,} new item(s), {receipt.already_pending:,} already pending or repeated "
             f"({receipt.kind}, {receipt.mode}, zone {receipt.zone}, environment {_environment(receipt)}); "
             f"receipt {receipt.id}"
         )
@@ -216,10 +216,15 @@ def status(as_json: bool) -> None:
     "budget": {...}}; each lane has zone, environment, kind, mode, pending, in_flight and
     oldest_pending_age_s. A zone whose token Cloudflare refuses (401/403) is listed as paused.
     """
+    from zonepurge.runtime import redact_url
     from zonepurge.status import collect, render_table
 
-    report = collect(_with_runtime(as_json))
-    click.echo(json.dumps(report) if as_json else render_table(report))
+    runtime = _with_runtime(as_json)
+    report = collect(runtime)
+    if as_json:
+        click.echo(json.dumps(report))
+    else:
+        click.echo(f"queue in Redis at {redact_url(runtime.settings.redis_url)}\n{render_table(report)}")
 
 
 # -- dead letters ----------------------------------------------------------------------------
@@ -393,9 +398,12 @@ def _show_receipt(report: Any, as_json: bool) -> None:
 def _receipt_or_exit(runtime: Any, receipt_id: str, as_json: bool) -> Any:
     from zonepurge.receipts import read_receipt
 
+    from zonepurge.runtime import redact_url
+
     report = read_receipt(runtime.store, receipt_id.strip().lower())
     if report is None:
-        _fail(f"no receipt {receipt_id!r} (never was, or older than ZONEPURGE_RECEIPT_TTL_S)",
+        _fail(f"no receipt {receipt_id!r} in Redis at {redact_url(runtime.settings.redis_url)} (never "
+              "made there, or older than ZONEPURGE_RECEIPT_TTL_S; is REDIS_URL the queue's?)",
               EXIT_CONFIG, as_json)
     return report
 
@@ -502,7 +510,8 @@ def top(interval: float, once: bool) -> None:
               help="Flushes run at once by this worker.")
 @click.option("--pool", "-P", type=click.Choice(["threads", "prefork", "solo"]), default="threads",
               show_default=True, help="Celery pool. Flushes wait on the network, so threads suit.")
-@click.option("--loglevel", "-l", default="INFO", show_default=True)
+@click.option("--loglevel", "-l", default="INFO", show_default=True,
+              help="DEBUG, INFO, WARNING or ERROR (ZONEPURGE_LOG_FORMAT=json for JSON lines).")
 def worker(concurrency: int, pool: str, loglevel: str) -> None:
     """Run a Celery worker that flushes purges to Cloudflare.
 
@@ -515,17 +524,24 @@ def worker(concurrency: int, pool: str, loglevel: str) -> None:
     if not os.environ.get(CHILD_ENV):
         sys.exit(supervise([sys.executable, "-m", "zonepurge", "worker", "--concurrency",
                             str(concurrency), "--pool", pool, "--loglevel", loglevel]))
+    made_dir = None
     if pool == "prefork" and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         # Prefork children count into files here; the main process serves their sum.
         import tempfile
 
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="zonepurge-metrics-")
+        made_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="zonepurge-metrics-")
     from worker import app
     from zonepurge.settings import get_settings
 
     queue = get_settings().queue
-    app.worker_main(["worker", "-Q", queue, "-P", pool, "-c", str(concurrency), "-l", loglevel,
-                     "--without-gossip", "--without-mingle"])
+    try:
+        app.worker_main(["worker", "-Q", queue, "-P", pool, "-c", str(concurrency), "-l", loglevel,
+                         "--without-gossip", "--without-mingle"])
+    finally:
+        if made_dir is not None:
+            import shutil
+
+            shutil.rmtree(made_dir, ignore_errors=True)
 
 
 # -- sandbox ---------------------------------------------------------------------------------
@@ -559,10 +575,12 @@ def sandbox(host: str, port: int, config_path: str | None, plan: str | None) -> 
 
 
 @main.command(context_settings=_HELP_SETTINGS)
-@click.option("--concurrency", "-c", type=click.IntRange(1, 512), default=8, show_default=True)
-@click.option("--ingest-host", default="127.0.0.1", show_default=True)
+@click.option("--concurrency", "-c", type=click.IntRange(1, 512), default=8, show_default=True,
+              help="Flushes the worker runs at once.")
+@click.option("--ingest-host", default="127.0.0.1", show_default=True,
+              help="Where the HTTP ingest listens (0.0.0.0 for every interface).")
 @click.option("--ingest-port", type=click.IntRange(0, 65535), default=8788, show_default=True,
-              help="0 picks a free port.")
+              help="The HTTP ingest's port; 0 picks a free port.")
 def up(concurrency: int, ingest_host: str, ingest_port: int) -> None:
     """Run the whole system on this machine until Ctrl-C.
 

@@ -189,6 +189,34 @@ def file_member(url: str, headers: Mapping[str, str] | None = None) -> str:
     )
 
 
+def file_object_member(value: Mapping[str, object]) -> str:
+    """The member for a file given in the object form ``{"url": ..., "headers": {...}}``."""
+    extra = set(value) - {"url", "headers"}
+    if extra:
+        raise ItemError(f"unexpected field(s) {sorted(extra)} in a file object (url, headers)")
+    url = value.get("url")
+    if not isinstance(url, str):
+        raise ItemError("a file object needs a string 'url'")
+    headers = value.get("headers") or {}
+    if not isinstance(headers, Mapping):
+        raise ItemError("headers must be an object of names to values")
+    return file_member(url, headers)  # type: ignore[arg-type]
+
+
+def file_line_member(line: str) -> str:
+    """The member for a line of a file of URLs: a URL, or a file object in JSON (for a cache key
+    with headers: ``{"url": "https://...", "headers": {"CF-IPCountry": "US"}}``)."""
+    if not line.startswith("{"):
+        return normalize_url(line)
+    try:
+        value = json.loads(line)
+    except ValueError:
+        raise ItemError('a line starting with "{" must be a JSON object {"url": ..., "headers": {...}}') from None
+    if not isinstance(value, dict):
+        raise ItemError('a line starting with "{" must be a JSON object {"url": ..., "headers": {...}}')
+    return file_object_member(value)
+
+
 def normalize_tag(tag: str) -> str:
     if not isinstance(tag, str):
         raise ItemError("a tag must be a string")
@@ -235,8 +263,7 @@ def member_function(kind: Kind) -> Callable[[str], str]:
     its member; ItemError for purge-everything, which takes no items."""
     if kind is Kind.EVERYTHING:
         raise ItemError("purge everything takes no items")
-    # A URL given as text has no headers: its member is the normalized URL.
-    return {Kind.FILES: normalize_url, Kind.TAGS: normalize_tag,
+    return {Kind.FILES: file_line_member, Kind.TAGS: normalize_tag,
             Kind.HOSTS: normalize_hostname_item, Kind.PREFIXES: normalize_prefix}[kind]
 
 

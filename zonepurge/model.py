@@ -26,6 +26,7 @@ from zonepurge.items import (
     Kind,
     Mode,
     file_member,
+    file_object_member,
     normalize_hostname_item,
     normalize_prefix,
     normalize_tag,
@@ -33,6 +34,7 @@ from zonepurge.items import (
 
 # Items one request may carry; larger sets go through `enqueue --from-file` (streamed).
 MAX_ITEMS_PER_REQUEST = 100_000
+_ITEM_FIELDS = ("files", "tags", "hosts", "prefixes")
 MAX_ENVIRONMENT_LENGTH = 256
 
 _ZONE_ID = re.compile(r"^[0-9a-f]{32}$")
@@ -81,13 +83,7 @@ def _file(value: Any) -> str:
     if isinstance(value, str):
         return file_member(value)
     if isinstance(value, dict):
-        extra = set(value) - {"url", "headers"}
-        if extra:
-            raise ItemError(f"unexpected field(s) {sorted(extra)} in a file object (url, headers)")
-        if not isinstance(value.get("url"), str):
-            raise ItemError("a file object needs a string 'url'")
-        headers = value.get("headers") or {}
-        return file_member(value["url"], headers)
+        return file_object_member(value)
     raise ItemError("a file must be a URL string or an object {url, headers}")
 
 
@@ -131,6 +127,9 @@ class PurgeRequest(BaseModel):
         given = [k for k in ("files", "tags", "hosts", "prefixes") if data.get(k) is not None]
         if data.get("purge_everything") not in (None, False):
             given.append("purge_everything")
+        if not given and data.get("purge_everything") is False:
+            raise ValueError("purge_everything must be true to purge everything; or give one of "
+                             "files, tags, hosts or prefixes")
         if len(given) != 1:
             raise ValueError(
                 "give exactly one of files, tags, hosts, prefixes or purge_everything"
@@ -177,5 +176,10 @@ def describe_errors(exc: ValidationError, data: dict[str, Any] | None = None) ->
             message = message.removeprefix(prefix)
         if error["type"] == "extra_forbidden":
             message = "unknown field"
+        elif error["type"] == "too_short" and where in _ITEM_FIELDS:
+            message = "must list at least one item"
+        elif error["type"] == "too_long" and where in _ITEM_FIELDS:
+            message = (f"more than {MAX_ITEMS_PER_REQUEST:,} items in one request; send a larger set "
+                       "as a file (zonepurge enqueue --from-file, producer.enqueue_file)")
         problems.append(f"{where}: {message}")
     return problems

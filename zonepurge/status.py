@@ -51,7 +51,9 @@ def collect(runtime: Runtime, now_s: float | None = None) -> dict[str, Any]:
         row(Lane.parse(lane_id))["in_flight"] += count
     lanes = sorted(rows.values(), key=lambda r: (r["zone"], r["environment"], r["kind"], r["mode"]))
     settings = runtime.settings
-    accounts = sorted({settings.account_of(r["zone"]) for r in lanes} | set(settings.accounts))
+    # The accounts with work, the ones configured, and (when none is) the one every zone shares.
+    accounts = sorted({settings.account_of(r["zone"]) for r in lanes} | set(settings.accounts)
+                      or {settings.account_of("")})
     budget = Budget(store.redis, settings)
     budgets = {
         account: {

@@ -22,8 +22,10 @@ def rates(before: dict[str, int], after: dict[str, int], seconds: float) -> dict
     return {n: (after.get(n, 0) - before.get(n, 0)) / seconds if seconds > 0 else 0.0 for n in names}
 
 
-def frame(report: dict[str, Any], per_s: dict[str, float], totals: dict[str, int], interval_s: float) -> str:
-    head = (f"zonepurge top — {time.strftime('%H:%M:%S')}, rates over {interval_s:g}s (Ctrl-C quits)\n"
+def frame(report: dict[str, Any], per_s: dict[str, float], totals: dict[str, int], interval_s: float,
+          live: bool = True) -> str:
+    quits = " (Ctrl-C quits)" if live else ""
+    head = (f"zonepurge top — {time.strftime('%H:%M:%S')}, rates over {interval_s:g}s{quits}\n"
             f"purged {per_s['purged']:,.0f}/s ({totals.get('purged', 0):,} in all)   "
             f"dead-lettered {per_s['dead_lettered']:,.1f}/s   calls {per_s['calls']:,.1f}/s   "
             f"429s {per_s['throttled']:,.1f}/s   failed calls {per_s['failed']:,.1f}/s\n")
@@ -35,7 +37,7 @@ def run(runtime: Runtime, interval_s: float, once: bool, out: Any) -> None:
     while True:
         time.sleep(interval_s)  # the refresh period of the view itself
         after, now = runtime.store.totals(), time.monotonic()
-        text = frame(collect(runtime), rates(before, after, now - started), after, interval_s)
+        text = frame(collect(runtime), rates(before, after, now - started), after, interval_s, live=not once)
         out.write(text + "\n" if once else CLEAR + text + "\n")
         out.flush()
         if once:

@@ -40,6 +40,10 @@ def test_a_receipt_is_pending_until_its_items_are_purged_then_done(producer, flu
     assert (after.state, after.purged, after.dead_lettered, after.outstanding) == (State.DONE, 2, 0, 0)
     assert after.completed_at is not None and after.completed_at >= after.created_at - 1
     assert runtime.store.redis.exists(keys.watch(TAGS.with_(kind=Kind.FILES).id)) == 0
+    # The same, from the producer's side (the Python API of the README).
+    assert producer.receipt(receipt.id) == after
+    assert producer.wait(receipt.id, timeout_s=5) == after
+    assert producer.receipt("0" * 32) is None
 
 
 def test_a_receipt_for_items_already_pending_waits_for_them_too(producer, flusher, sender, runtime):

@@ -168,3 +168,15 @@ def test_the_shortcut_takes_the_urls_a_cms_sends():
     assert not _canonical("https://Www.example.com/")
     assert not _canonical("https://www.example.com/?")
     assert not _canonical("https://-bad.example.com/")
+
+
+def test_a_line_of_a_url_file_may_give_headers_in_the_object_form():
+    from zonepurge.items import file_line_member
+
+    member = file_line_member('{"url": "https://WWW.example.com/a", "headers": {"cf-ipcountry": "US"}}')
+    assert member == file_member("https://www.example.com/a", {"CF-IPCountry": "US"})
+    assert file_line_member("https://www.example.com/a") == "https://www.example.com/a"
+    for bad, words in (('{"url": 1}', "string 'url'"), ("{nope", "JSON object"), ('["x"]', None),
+                       ('{"url": "https://a.com/", "x": 1}', "unexpected field")):
+        with pytest.raises(ItemError, match=words if words else "."):
+            file_line_member(bad) if bad.startswith("{") else member_for_line(Kind.FILES, bad)
