@@ -33,7 +33,7 @@ from zonepurge.lanes import EnvTarget, Lane
 from zonepurge.model import PurgeRequest
 from zonepurge.receipts import ReceiptReport, new_receipt_id, read_receipt, wait_for_receipt
 from zonepurge.runtime import Runtime, redact_url
-from zonepurge.store import STAGE_TTL_S, Store
+from zonepurge.store import STAGE_TTL_S, StageLostError, Store
 
 
 class UnavailableError(ConnectionError):
@@ -149,8 +149,11 @@ class Producer:
                 on_enqueued(done, staged)
 
         with self._redis_errors(stored=lambda: stored):
-            result = store.commit_stage(lane, receipt_id, settings.receipt_ttl_s, settings.enqueue_chunk,
-                                        on_slice)
+            try:
+                result = store.commit_stage(lane, receipt_id, stager.staged, settings.receipt_ttl_s,
+                                            settings.enqueue_chunk, on_slice)
+            except StageLostError as exc:
+                raise UnavailableError(f"{exc}; enqueue it again") from None
         self._nudge(lane, result.pending, warnings)
         return self._receipt(receipt_id, lane, items, result.added, warnings)
 
@@ -222,6 +225,8 @@ class _Stager:
         self._ttl_s = ttl_s
         self._chunks: queue.Queue[list[str] | None] = queue.Queue(maxsize=2)
         self._error: BaseException | None = None
+        self.staged = 0
+        """Distinct members Redis took into the stage (the commit checks they are all there)."""
         self._thread = threading.Thread(target=self._run, name="zonepurge-stager", daemon=True)
 
     def __enter__(self) -> _Stager:
@@ -232,7 +237,7 @@ class _Stager:
         while (chunk := self._chunks.get()) is not None:
             if self._error is None:
                 try:
-                    self._store.stage(self._receipt_id, chunk, self._ttl_s)
+                    self.staged += self._store.stage(self._receipt_id, chunk, self._ttl_s)
                 except BaseException as exc:  # noqa: BLE001 - handed to the producer's thread
                     self._error = exc  # and go on taking chunks, so that put() never blocks
 

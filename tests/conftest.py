@@ -165,6 +165,15 @@ def runtime(settings: Settings, redis_client: redis.Redis, sender: RecordingSend
 
 
 @pytest.fixture
+def live_runtime(settings: Settings, redis_client: redis.Redis) -> Iterator[Runtime]:
+    """A runtime whose producers queue real flush tasks on the test's broker, as a producer beside
+    running workers does (``runtime`` records them instead, for tests that flush by hand)."""
+    rt = Runtime(settings, redis_client=redis_client)
+    yield rt
+    rt.close()
+
+
+@pytest.fixture
 def worker(service_env: dict[str, str]) -> Iterator[ChildProcess]:
     """A real Celery worker process (threads pool) against the test's Redis and sandbox."""
     child = start_worker(service_env, concurrency=4)

@@ -20,6 +20,7 @@ What a send's answer does:
 from __future__ import annotations
 
 import logging
+import random
 import socket
 import time
 from collections.abc import Callable
@@ -68,14 +69,21 @@ class Outcome(StrEnum):
 class Flusher:
     def __init__(self, runtime: Runtime, clock: Callable[[], float] | None = None,
                  sleep: Callable[[float], None] = time.sleep,
-                 budget: Budget | None = None) -> None:
-        """``clock`` (seconds) is for tests; without it, the queue's times are Redis's own, so
-        that workers and producers on several hosts agree on them."""
+                 budget: Budget | None = None,
+                 rng: Callable[[], float] = random.random) -> None:
+        """``clock`` (seconds) and ``rng`` (the backoff's jitter, in [0, 1)) are for tests;
+        without a clock, the queue's times are Redis's own, so that workers and producers on
+        several hosts agree on them."""
         self.runtime = runtime
         self._given_clock = clock
         self.clock = clock or time.time
         self.sleep = sleep
+        self.rng = rng
         self.budget = budget or Budget(runtime.store.redis, runtime.settings)
+
+    def _at_ms(self) -> int | None:
+        """The time for the store's scripts: the injected clock's (tests), else None for Redis's."""
+        return int(self._given_clock() * 1000) if self._given_clock is not None else None
 
     def flush(self, lane_id: str) -> Outcome:
         """Send one batch of the lane (if one is due); queue the next flush if more remain."""
@@ -91,7 +99,8 @@ class Flusher:
         queued. The span bounds how long one lane holds a slot while other lanes wait.
         """
         lane = Lane.parse(lane_id)
-        # This queued flush has started: a nudge may queue another from now on.
+        # This queued flush has started: a nudge may queue another from now on. (A flush of the
+        # sweep's own clears the flag too: the flush it stood for was lost, or nobody takes it.)
         self.runtime.store.clear_flush_queued(lane)
         deadline = time.monotonic() + span_s
         while True:
@@ -111,8 +120,7 @@ class Flusher:
             rt.scheduler.nudge(lane, delay_s=min(pause["probe_at"] - self.clock(), MAX_DELAY_S))
             return Outcome.WAITING, False
         cap = settings.limits.items_per_request(lane.kind)
-        at_ms = int(self._given_clock() * 1000) if self._given_clock is not None else None
-        take = rt.store.take(lane, cap, settings.debounce_s, settings.lease_s, at_ms=at_ms)
+        take = rt.store.take(lane, cap, settings.debounce_s, settings.lease_s, at_ms=self._at_ms())
         if take.status == "empty":
             return Outcome.EMPTY, False
         if take.status == "covered":
@@ -266,12 +274,13 @@ class Flusher:
         dead = self._records(batch, spent, DeadReason.GAVE_UP, None,
                              f"{why} (after {s.max_attempts} attempts or {s.max_age_s:.0f}s)",
                              {m: c + 1 for m, c in zip(batch.members, tries, strict=True)})
-        store.finish(batch, Settlement(back=back, count_attempt=True, dead=dead, counts=counts or {}),
-                     attempts_ttl_s=s.max_age_s)
+        failures = store.count_failure(batch.lane, ttl_s=s.retry_max_s * 10)
+        wait = full_jitter(failures, s.retry_base_s, s.retry_max_s, self.rng)
+        store.finish(batch, Settlement(back=back, count_attempt=True, dead=dead, counts=counts or {},
+                                       backoff_s=wait),
+                     attempts_ttl_s=s.max_age_s, at_ms=self._at_ms())
         metrics.RETRIES.labels(batch.lane.kind.value).inc()
         _count_dead(batch.lane, dead)
-        failures = store.count_failure(batch.lane, ttl_s=s.retry_max_s * 10)
-        wait = full_jitter(failures, s.retry_base_s, s.retry_max_s)
         self.runtime.scheduler.nudge(batch.lane, delay_s=wait)
         log.warning("%s: %s; %d item(s) retry in %.1fs, %d given up", batch.lane, why, len(back),
                     wait, len(spent))

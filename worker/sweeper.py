@@ -37,8 +37,8 @@ def sweep(runtime: Runtime, flusher: Flusher | None = None, seen: Sightings | No
     (celery/celery #8030, #4453); the queue must not depend on it. Items that do not move while
     a flush is queued for them mean nobody takes those flushes; a lane that drains, however
     long its backlog, changes between sweeps and is left to the pool. A flush that finds its
-    lane waiting for budget, a backoff, a pause or a purge-everything changes nothing, so a
-    direct flush is always safe.
+    lane waiting for budget, a backoff (kept in Redis, zp:backoff), a pause or a purge-everything
+    sends nothing, so a direct flush is always safe.
     """
     released = runtime.store.release_expired()
     if released:

@@ -6,6 +6,7 @@
     zp:leases                   zset    lease id -> deadline (ms); batches taken by a worker
     zp:lease:{lease id}         hash    lane, taken_at, members (JSON [[member, score], ...])
     zp:failures:{lane}          string  consecutive failed sends of the lane (backoff), with a TTL
+    zp:backoff:{lane}           string  ms before which the lane sends nothing (after a failed send)
     zp:attempts:{lane}          hash    member -> sends that failed transiently, with a TTL
     zp:split:{lane}             list    batches refused by Cloudflare, halved, to send apart (JSON)
     zp:budget:{account}:{bucket} hash   tokens, ts, blocked_until, throttles (zonepurge.budget)
@@ -45,6 +46,10 @@ def flush_queued(lane_id: str) -> str:
 
 def failures(lane_id: str) -> str:
     return PREFIX + "failures:" + lane_id
+
+
+def backoff(lane_id: str) -> str:
+    return PREFIX + "backoff:" + lane_id
 
 
 def attempts(lane_id: str) -> str:

@@ -4,9 +4,11 @@ Producers and workers never touch the keys directly; they call this module, so e
 lives in one Lua script or transaction:
 
 - An item is in at most one place: a lane's pending set, one lease, or the dead-letter list.
-- Enqueueing deduplicates against the pending set, drops a soft purge whose hard twin is pending
-  (and removes a pending soft twin when a hard purge arrives), and adds nothing while a covering
-  purge-everything is pending.
+- Enqueueing deduplicates against the pending set (an item pending already keeps its first
+  enqueue time), drops a soft purge whose hard twin is pending, and removes a pending soft twin
+  when a hard purge arrives; a file is staged out of sight and joins its lane the same way.
+- Taking a batch waits while a covering purge-everything is pending, and while the lane backs
+  off after a failed send.
 - Taking a batch moves its members into a lease with a deadline in one step; a lease is settled
   (purged), dead-lettered, or released back to pending, by its worker or, once its deadline has
   passed, by any worker's sweep.
@@ -202,8 +204,9 @@ return {added, redis.call('ZCARD', KEYS[1])}
 # nothing in the queue (the stage is dropped, or expires).
 _STAGE = _NOW + """
 -- KEYS: stage, stage watch. ARGV: now ms (or ''), receipt id, ttl s, member count, members
--- joined by newlines.
+-- joined by newlines. Returns the members new to the stage.
 local now = now_ms(ARGV[1])
+local added = 0
 local all = {}
 for m in string.gmatch(ARGV[5], '[^\\n]+') do all[#all + 1] = m end
 if #all ~= tonumber(ARGV[4]) then
@@ -218,12 +221,12 @@ for first = 1, #all, SLICE do
     hargs[#hargs + 1] = all[j]
     hargs[#hargs + 1] = ARGV[2]
   end
-  redis.call('ZADD', KEYS[1], 'NX', unpack(zargs))
+  added = added + redis.call('ZADD', KEYS[1], 'NX', unpack(zargs))
   redis.call('HSET', KEYS[2], unpack(hargs))
 end
 redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3]))
 redis.call('EXPIRE', KEYS[2], tonumber(ARGV[3]))
-return #all
+return added
 """
 
 _COMMIT_STAGE = _NOW + _WATCH + """
@@ -235,11 +238,13 @@ _COMMIT_STAGE = _NOW + _WATCH + """
 -- (pending, watched or twins) answers 'busy': the stage is then merged slice by slice instead
 -- (_MERGE_STAGE_SLICE), so that no script blocks Redis for long.
 -- KEYS: stage, stage watch, pending, lanes, twin pending, watch, twin watch, receipt
--- ARGV: lane id, mode, receipt id, receipt ttl s, limit
--- Reply: {newly pending, the lane's pending count, members the receipt waits for} or {'busy'}
+-- ARGV: lane id, mode, receipt id, receipt ttl s, limit, members staged
+-- Reply: {newly pending, the lane's pending count, members the receipt waits for}, {'busy'}, or
+-- {'lost', members found}: fewer than were staged (the stage expired, or Redis evicted it).
 local stage, stage_watch, pending, twin, watch, twin_watch = KEYS[1], KEYS[2], KEYS[3], KEYS[5], KEYS[6], KEYS[7]
 local rid = ARGV[3]
 local staged = redis.call('ZCARD', stage)
+if staged ~= tonumber(ARGV[6]) then return {'lost', staged} end
 local held = redis.call('ZCARD', pending) + redis.call('HLEN', watch) + redis.call('ZCARD', twin)
 if held > tonumber(ARGV[5]) then return {'busy'} end
 local already = 0
@@ -279,8 +284,9 @@ if redis.call('EXISTS', pending) == 1 then
     for _, score in ipairs(redis.call('ZMSCORE', stage, unpack(members))) do
       if score then already = already + 1 end
     end
-    -- LT: a member pending already keeps its older first-enqueue time
-    redis.call('ZADD', stage, 'LT', unpack(zargs))
+    -- A member pending already keeps its time, as with the enqueue script's ZADD NX: the time
+    -- it was first enqueued, which a purge-everything compares with the time it was sent.
+    redis.call('ZADD', stage, unpack(zargs))
   end
 end
 if redis.call('EXISTS', watch) == 1 then
@@ -314,17 +320,23 @@ _MERGE_STAGE_SLICE = _NOW + _WATCH + _ADD_MEMBERS + """
 local popped = redis.call('ZPOPMIN', KEYS[1], tonumber(ARGV[5]))
 local all = {}
 for j = 1, #popped, 2 do all[#all + 1] = popped[j] end
+-- Their staged watch entries go with them, a slice at a time (add_members registers the
+-- receipt anew): no big delete at the end.
+for first = 1, #all, SLICE do
+  redis.call('HDEL', KEYS[2], unpack(all, first, math.min(first + SLICE - 1, #all)))
+end
 local k = {pending = KEYS[3], lanes = KEYS[4], twin = KEYS[5], watch = KEYS[6],
            twin_watch = KEYS[7], lane_id = ARGV[1]}
 local added, watched = add_members(k, all, ARGV[2], ARGV[3], now_ms(''))
 open_receipt(KEYS[8], ARGV[3], watched, ARGV[4])
 local left = redis.call('ZCARD', KEYS[1])
-if left == 0 then redis.call('DEL', KEYS[2]) end
+if left == 0 then redis.call('DEL', KEYS[2]) end  -- empty by now, or nearly
 return {added, redis.call('ZCARD', KEYS[3]), left}
 """
 
 _TAKE = _NOW + """
--- KEYS: pending, lanes, leases, lease, split, watch, covering purge-everything pending keys...
+-- KEYS: pending, lanes, leases, lease, split, watch, backoff, covering purge-everything pending
+--       keys...
 -- ARGV: lane id, cap, now ms (or ''), debounce ms, lease ms, lease id
 -- Reply when taken: 'taken', items still waiting, origin, now, then the batch's members, their
 -- first-enqueue times and the receipts waiting for them, each list joined into one string
@@ -333,9 +345,12 @@ _TAKE = _NOW + """
 local now = now_ms(ARGV[3])
 -- While a purge-everything that covers this lane is pending, the lane's items wait for it:
 -- once it is purged they are dropped, and if it is not, they go out themselves.
-for i = 7, #KEYS do
+for i = 8, #KEYS do
   if redis.call('EXISTS', KEYS[i]) == 1 then return {'covered', 0} end
 end
+-- After a failed send the lane backs off: no batch goes out before then, whoever flushes it.
+local not_before = tonumber(redis.call('GET', KEYS[7]))
+if not_before and not_before > now then return {'wait', tostring(not_before - now)} end
 -- A batch Cloudflare refused and that was halved goes first, whatever its size.
 local split = redis.call('LPOP', KEYS[5])
 local popped
@@ -449,22 +464,37 @@ end
 return 1
 """ % {"slice": _LUA_SLICE}
 
+_BACK_OFF = _NOW + """
+-- KEYS: backoff. ARGV: now ms (or ''), ms to wait. Queued inside Store.finish's transaction.
+local now = now_ms(ARGV[1])
+local wait = tonumber(ARGV[2])
+redis.call('SET', KEYS[1], tostring(now + wait), 'PX', math.max(1, math.ceil(wait)))
+return 1
+"""
+
 _DROP_COVERED = _NOW + _WATCH + """
--- A purge-everything was purged: drop the items it covered, settling their receipts as purged.
+-- A purge-everything was purged: drop up to `most` of the items it covered, settling their
+-- receipts as purged. Store.drop_covered calls it until none is left, so that a million covered
+-- items never block Redis in one script.
 -- KEYS: pending, watch, pending, watch, ... (one pair per covered lane)
--- ARGV: taken-at ms (items first enqueued up to then are covered), receipt prefix, now ms (or '')
+-- ARGV: taken-at ms (items first enqueued up to then are covered), receipt prefix, now ms (or ''),
+--       most
+-- Reply: {items dropped, 1 if there may be more}
 local now = now_ms(ARGV[3])
 local slice = tonumber(%(slice)d)
+local left = tonumber(ARGV[4])
 local dropped = 0
 for i = 1, #KEYS, 2 do
-  local members = redis.call('ZRANGEBYSCORE', KEYS[i], '-inf', ARGV[1])
+  if left <= 0 then break end
+  local members = redis.call('ZRANGEBYSCORE', KEYS[i], '-inf', ARGV[1], 'LIMIT', 0, left)
   for first = 1, #members, slice do
     redis.call('ZREM', KEYS[i], unpack(members, first, math.min(first + slice - 1, #members)))
   end
   watch_settle_all(KEYS[i + 1], members, 'purged', ARGV[2], now)
   dropped = dropped + #members
+  left = left - #members
 end
-return dropped
+return {dropped, left <= 0 and 1 or 0}
 """ % {"slice": _LUA_SLICE}
 
 _SEAL_RECEIPT = _NOW + _WATCH + """
@@ -489,11 +519,18 @@ def _encode_group(members: Sequence[str], scores: dict[str, float]) -> str:
     return json.dumps(flat)
 
 
-# A lane holding more items than this (pending, watched, or twins) takes a staged file slice by
-# slice: folding this many into the stage keeps the one-step commit under some 50 ms of Redis.
-STAGE_COMMIT_LIMIT = 20_000
+# A lane holding more than this (its pending items, its watch entries and its twin's pending
+# items, each counted) takes a staged file slice by slice: folding this many into the stage keeps
+# the one-step commit within some 50 ms of Redis's time (measured: 20,000 took about 110 ms).
+STAGE_COMMIT_LIMIT = 10_000
+# Covered items dropped per script once a purge-everything went out (some 20 ms of Redis each).
+DROP_COVERED_SLICE = 10_000
 # A stage nobody added to for this long is dropped by Redis: its producer died or lost Redis.
 STAGE_TTL_S = 3600
+
+
+class StageLostError(RuntimeError):
+    """A staged file's members were gone from Redis before it was committed."""
 
 
 def _joined(members: Sequence[str]) -> str:
@@ -559,6 +596,8 @@ class Settlement:
     failed), recorded in the same transaction as the outcome."""
     sent_ok: bool = False
     """Cloudflare accepted the send: the lane's run of failures (its backoff) is over."""
+    backoff_s: float = 0.0
+    """The send failed: the lane sends nothing for this long, whoever flushes it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -635,6 +674,7 @@ class Store:
         self._replay = client.register_script(_REPLAY)
         self._settle = client.register_script(_SETTLE)
         self._drop_covered = client.register_script(_DROP_COVERED)
+        self._back_off = client.register_script(_BACK_OFF)
         self._seal_receipt = client.register_script(_SEAL_RECEIPT)
 
     # -- producers -------------------------------------------------------------------------
@@ -655,29 +695,39 @@ class Store:
         )
         return EnqueueResult(int(added), int(pending))
 
-    def stage(self, receipt_id: str, members: Sequence[str], ttl_s: int) -> None:
+    def stage(self, receipt_id: str, members: Sequence[str], ttl_s: int) -> int:
         """Keep members of a file being read under its receipt, out of the workers' sight;
         ``commit_stage`` hands them to their lane. The stage expires after ``ttl_s`` without
-        a new chunk (a producer that died leaves nothing in the queue)."""
-        self._stage(keys=[keys.stage(receipt_id), keys.stage_watch(receipt_id)],
-                    args=["", receipt_id, ttl_s, len(members), _joined(members)])
+        a new chunk (a producer that died leaves nothing in the queue). Returns the members
+        new to the stage."""
+        return int(self._stage(keys=[keys.stage(receipt_id), keys.stage_watch(receipt_id)],
+                               args=["", receipt_id, ttl_s, len(members), _joined(members)]))
 
-    def commit_stage(self, lane: Lane, receipt_id: str, receipt_ttl_s: int, slice_size: int,
-                     on_slice: Callable[[int, int], None] | None = None) -> EnqueueResult:
-        """Enqueue everything staged under ``receipt_id`` into ``lane``, registering the
-        receipt on it: in one step when the lane holds few items, else slice by slice (each
-        atomic; ``on_slice(done, staged)`` hears how many staged members are enqueued)."""
+    def commit_stage(self, lane: Lane, receipt_id: str, staged: int, receipt_ttl_s: int,
+                     slice_size: int, on_slice: Callable[[int, int], None] | None = None) -> EnqueueResult:
+        """Enqueue the ``staged`` members staged under ``receipt_id`` into ``lane``,
+        registering the receipt on them: in one step when the lane holds few items, else slice
+        by slice (each atomic; ``on_slice(done, staged)`` hears how many are enqueued).
+
+        StageLostError, with nothing enqueued, if fewer are there than were staged: the stage
+        expired between two chunks (more than STAGE_TTL_S apart) or Redis evicted it.
+        """
         twin = lane.with_(mode=Mode.PURGE if lane.mode is Mode.INVALIDATE else Mode.INVALIDATE)
         lane_keys = [keys.stage(receipt_id), keys.stage_watch(receipt_id), keys.pending(lane.id),
                      keys.LANES, keys.pending(twin.id), keys.watch(lane.id), keys.watch(twin.id),
                      keys.receipt(receipt_id)]
         reply = self._commit_stage(keys=lane_keys, args=[lane.id, lane.mode.value, receipt_id,
-                                                         receipt_ttl_s, STAGE_COMMIT_LIMIT])
+                                                         receipt_ttl_s, STAGE_COMMIT_LIMIT, staged])
+        if reply[0] == b"lost":
+            self.discard_stage(receipt_id)
+            raise StageLostError(
+                f"{staged - int(reply[1])} of the {staged} items staged were gone from Redis before the "
+                f"file was read to the end (more than {STAGE_TTL_S} s between two chunks, or Redis "
+                "evicted them); nothing of the file was enqueued")
         if reply[0] != b"busy":
             if on_slice is not None:
                 on_slice(int(reply[2]), int(reply[2]))
             return EnqueueResult(int(reply[0]), int(reply[1]))
-        staged = int(self.redis.zcard(keys.stage(receipt_id)))
         added = pending = 0
         left = staged
         while left:
@@ -689,7 +739,8 @@ class Store:
         return EnqueueResult(added, pending)
 
     def discard_stage(self, receipt_id: str) -> None:
-        self.redis.delete(keys.stage(receipt_id), keys.stage_watch(receipt_id))
+        # UNLINK: a million-member stage is freed in the background, not while Redis waits.
+        self.redis.unlink(keys.stage(receipt_id), keys.stage_watch(receipt_id))
 
     def covered_lanes(self, everything: Lane) -> list[Lane]:
         """The lanes whose items a purge-everything in ``everything`` purges too."""
@@ -697,13 +748,19 @@ class Store:
 
     def drop_covered(self, everything: Lane, sent_at_ms: float) -> int:
         """A purge-everything was purged: drop the items it covered, those first enqueued
-        before it was taken, and count them purged on their receipts, in one script. Items
-        enqueued since are kept: their content may have changed."""
+        before it was taken, and count them purged on their receipts, DROP_COVERED_SLICE at a
+        time (each slice one script). Items enqueued since are kept: their content may have
+        changed."""
         lanes = self.covered_lanes(everything)
         if not lanes:
             return 0
         lane_keys = [k for other in lanes for k in (keys.pending(other.id), keys.watch(other.id))]
-        return int(self._drop_covered(keys=lane_keys, args=[sent_at_ms, keys.RECEIPT_PREFIX, ""]))
+        dropped, more = 0, 1
+        while more:
+            n, more = self._drop_covered(keys=lane_keys, args=[sent_at_ms, keys.RECEIPT_PREFIX, "",
+                                                               DROP_COVERED_SLICE])
+            dropped += int(n)
+        return dropped
 
     @staticmethod
     def _subsumes(everything: Lane, other: Lane) -> bool:
@@ -740,7 +797,7 @@ class Store:
         cover = [keys.pending(c.id) for c in lane.covering_everything_lanes()]
         reply = self._take(
             keys=[keys.pending(lane.id), keys.LANES, keys.LEASES, keys.lease(lease_id),
-                  keys.split(lane.id), keys.watch(lane.id), *cover],
+                  keys.split(lane.id), keys.watch(lane.id), keys.backoff(lane.id), *cover],
             args=[lane.id, cap, "" if at_ms is None else at_ms, int(debounce_s * 1000),
                   int(lease_s * 1000), lease_id],
         )
@@ -761,8 +818,10 @@ class Store:
         """The batch was purged (or, for ``dead``, refused)."""
         return self.finish(batch, Settlement(dead=list(dead)))
 
-    def finish(self, batch: Batch, outcome: Settlement, attempts_ttl_s: float = 86400) -> bool:
-        """Record what became of a leased batch, in one transaction.
+    def finish(self, batch: Batch, outcome: Settlement, attempts_ttl_s: float = 86400,
+               at_ms: int | None = None) -> bool:
+        """Record what became of a leased batch, in one transaction (``at_ms``: the time, for
+        tests; Redis's by default).
 
         False if the lease had expired and been released meanwhile: its items are pending again
         (sent twice at worst, never lost) and this outcome is dropped.
@@ -801,15 +860,20 @@ class Store:
                 if outcome.dead:
                     pipe.rpush(keys.DEAD_LETTERS, *(d.to_json() for d in outcome.dead))
                 self._settle_receipts(pipe, batch, outcome, still_waiting)
+                # Finished: purged, dead-lettered, or handed to another lane (URLs turned prefixes,
+                # counted when the prefixes are purged).
                 finished = len(batch.members) - len(still_waiting)
-                redirected_count = len(outcome.redirect[1]) if outcome.redirect else 0
-                totals = {"purged": finished - len(outcome.dead) - redirected_count,
+                totals = {"purged": finished - len(outcome.dead) - len(outcome.moved),
                           "dead_lettered": len(outcome.dead), **outcome.counts}
                 for name, n in totals.items():
                     if n > 0:
                         pipe.hincrby(keys.STATS, name, n)
                 if outcome.sent_ok:
-                    pipe.delete(keys.failures(lane.id))
+                    pipe.delete(keys.failures(lane.id), keys.backoff(lane.id))
+                if outcome.backoff_s > 0:
+                    self._back_off(keys=[keys.backoff(lane.id)],
+                                   args=["" if at_ms is None else at_ms, int(outcome.backoff_s * 1000)],
+                                   client=pipe)
                 pipe.delete(lease_key)
                 pipe.zrem(keys.LEASES, batch.lease_id)
                 pipe.execute()

@@ -99,6 +99,8 @@ def test_url_purges_in_an_ip_filtered_environment_become_prefix_purges(producer,
     [purge] = sandbox.purges()
     assert (purge["environment"], purge["kind"]) == (staging, "prefixes")
     assert sorted(purge["items"]) == ["www.example.com/a/b", "www.example.com/c"]
+    # Running totals count what Cloudflare purged (two prefixes), not the URLs handed over.
+    assert runtime.store.totals()["purged"] == 2
     # The environment is remembered: the next URL purge there costs no refused call.
     calls_before = len(sandbox.calls())
     producer.enqueue({"zone": ZONE, "environment": "Staging", "files": ["https://www.example.com/d"]})
@@ -138,10 +140,11 @@ def test_a_429_closes_the_bucket_for_its_retry_after_and_costs_the_items_nothing
     assert runtime.store.attempts(lane, ["a", "b"]) == [0, 0]
 
 
-def test_transient_failures_back_off_and_give_up_after_max_attempts(producer, flusher, sender, sandbox, runtime):
+def test_transient_failures_back_off_and_give_up_after_max_attempts(producer, flusher, sender, sandbox, runtime, clock):
     lane = Lane(ZONE, PRODUCTION_TARGET, Kind.TAGS, Mode.PURGE)
     producer.enqueue({"zone": ZONE, "tags": ["a", "b"]})
     sandbox.faults(error_probability=1.0)
+    flusher.rng = lambda: 0.5  # the jitter's draw: half of each ceiling
     outcomes, waits = [], []
     for _ in range(runtime.settings.max_attempts):
         sender.sent.clear()
@@ -149,20 +152,27 @@ def test_transient_failures_back_off_and_give_up_after_max_attempts(producer, fl
         waits.append(sender.sent[-1][1])
         if outcomes[-1] is Outcome.RETRYING:
             assert runtime.store.snapshot().lanes[0].pending == 2  # safe while they wait
+            # While the backoff lasts, whoever flushes the lane (another worker, the sweep) sends
+            # nothing; once it is over, the next attempt goes out.
+            clock.advance(waits[-1] * 0.9)
+            assert flusher.flush(lane.id) is Outcome.WAITING
+            clock.advance(waits[-1] * 0.1 + 0.001)
     assert outcomes == [Outcome.RETRYING] * (runtime.settings.max_attempts - 1) + [Outcome.DEAD_LETTERED]
-    assert all(0 <= w <= runtime.settings.retry_max_s for w in waits)
+    s = runtime.settings
+    assert waits[:-1] == [0.5 * min(s.retry_max_s, s.retry_base_s * 2 ** n) for n in range(s.max_attempts - 1)]
     records = runtime.store.dead_letters()
     assert {r.item for r in records} == {"a", "b"}
     assert {(r.reason, r.attempts) for r in records} == {("gave-up", runtime.settings.max_attempts)}
     assert "HTTP 5" in records[0].message
 
 
-def test_dropped_connections_are_retried(producer, flusher, sender, sandbox, runtime):
+def test_dropped_connections_are_retried(producer, flusher, sender, sandbox, runtime, clock):
     lane = Lane(ZONE, PRODUCTION_TARGET, Kind.HOSTS, Mode.PURGE)
     producer.enqueue({"zone": ZONE, "hosts": ["www.example.com"]})
     sandbox.faults(drop_probability=1.0)
     assert flusher.flush(lane.id) is Outcome.RETRYING
     sandbox.faults(drop_probability=0.0)
+    clock.advance(runtime.settings.retry_max_s)  # the backoff is over
     assert flusher.flush(lane.id) is Outcome.PURGED
     assert runtime.store.attempts(lane, ["www.example.com"]) == [0]
 

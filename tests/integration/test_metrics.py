@@ -11,7 +11,6 @@ import httpx
 import pytest
 
 from producer import Producer
-from zonepurge.runtime import Runtime
 from tests.conftest import ZONE
 from zonepurge.services import free_port, start_worker, wait_for
 
@@ -37,11 +36,11 @@ def total(samples, name: str, **labels: str) -> float:
     return sum(v for (n, l), v in samples.items() if n == name and wanted <= set(l))
 
 
-def test_counters_match_the_sandbox_record_and_calls_are_logged_as_json(service_env, sandbox, runtime):
+def test_counters_match_the_sandbox_record_and_calls_are_logged_as_json(service_env, sandbox, live_runtime):
     refs = sandbox.environments(ZONE)
     port = free_port()
     env = {**service_env, "ZONEPURGE_METRICS_PORT": str(port), "ZONEPURGE_LOG_FORMAT": "json"}
-    producer = Producer(runtime)
+    producer = Producer(live_runtime)
     producer.enqueue({"zone": ZONE, "files": [f"https://www.example.com/m/{i}" for i in range(1200)]})
     producer.enqueue({"zone": ZONE, "environment": "Development", "tags": [f"t{i}" for i in range(150)]})
     sandbox.faults(throttle_probability=0.3, throttle_retry_after_s=1)
@@ -83,12 +82,12 @@ def test_the_ingest_serves_metrics_too(ingest):
     assert total(samples, "zonepurge_pending_items", kind="tags") == 2
 
 
-def test_counters_add_up_across_prefork_worker_processes(service_env, sandbox, settings, redis_client, tmp_path):
+def test_counters_add_up_across_prefork_worker_processes(service_env, sandbox, live_runtime, tmp_path):
     # Under Celery's prefork pool the flushes run in child processes: each counts into files of
     # its own (prometheus_client's multiprocess mode) and the main process serves their sum.
     port = free_port()
     env = {**service_env, "ZONEPURGE_METRICS_PORT": str(port), "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
-    producer = Producer(Runtime(settings, redis_client=redis_client))  # sends real flush tasks
+    producer = Producer(live_runtime)
     kinds = {"files": [f"https://www.example.com/pf/{i}" for i in range(300)], "tags": ["t1", "t2"],
              "hosts": ["a.example.com"], "prefixes": ["www.example.com/pf"]}
     for kind, items in kinds.items():

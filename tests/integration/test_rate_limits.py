@@ -38,10 +38,10 @@ def workers(env, count=2, threads=4):
     return started
 
 
-def test_free_limits_two_zones_two_workers_drain_at_the_bucket_rate(service_env, sandbox, runtime):
+def test_free_limits_two_zones_two_workers_drain_at_the_bucket_rate(service_env, sandbox, live_runtime):
     sandbox.reset(plan="free")
     env = {**service_env, "ZONEPURGE_PLAN": "free"}
-    producer = Producer(runtime)
+    producer = Producer(live_runtime)
     for zone in (ZONE, OTHER_ZONE):
         producer.enqueue({"zone": zone, "files": [f"https://{zone[:6]}.example.com/p/{i}" for i in range(6000)]})
     running = workers(env)
@@ -69,11 +69,11 @@ def test_free_limits_two_zones_two_workers_drain_at_the_bucket_rate(service_env,
         assert inside == [], f"calls went into the {refusal['bucket']} bucket during its Retry-After wait"
 
 
-def test_faults_lose_nothing(service_env, sandbox, runtime):
+def test_faults_lose_nothing(service_env, sandbox, live_runtime):
     sandbox.reset(seed=7)
     refs = sandbox.environments(ZONE)
     env = {**service_env, "ZONEPURGE_RETRY_MAX_S": "4"}
-    producer = Producer(runtime)
+    producer = Producer(live_runtime)
     prod_urls = [f"https://www.example.com/a/{i}" for i in range(3000)]
     dev_tags = [f"tag-{i}" for i in range(400)] + ["refused-1", "refused-2", "refused-3"]
     staging_urls = [f"https://www.example.com/s/{i}/page" for i in range(150)]
@@ -92,7 +92,7 @@ def test_faults_lose_nothing(service_env, sandbox, runtime):
             w.stop()
 
     purged = {(p["environment"], item) for p in sandbox.purges() for item in p["items"]}
-    dead = {(r.environment, r.item): r for r in runtime.store.dead_letters()}
+    dead = {(r.environment, r.item): r for r in live_runtime.store.dead_letters()}
     for url in prod_urls:
         assert (None, url) in purged, f"{url} was lost"
     for tag in dev_tags:

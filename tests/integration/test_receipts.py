@@ -64,12 +64,13 @@ def test_dead_lettered_items_are_counted_and_the_state_says_so(producer, flusher
         State.DONE_WITH_DEAD_LETTERS, 7, 1, 0)
 
 
-def test_transient_failures_keep_the_receipt_pending_until_the_retry_purges(producer, flusher, sandbox, runtime):
+def test_transient_failures_keep_the_receipt_pending_until_the_retry_purges(producer, flusher, sandbox, runtime, clock):
     receipt = producer.enqueue({"zone": ZONE, "tags": ["a"]})
     sandbox.faults(error_probability=1.0)
     assert flusher.flush(TAGS.id) is Outcome.RETRYING
     assert report(runtime, receipt).state is State.PENDING
     sandbox.faults(error_probability=0.0)
+    clock.advance(runtime.settings.retry_max_s)  # the backoff is over
     assert flusher.flush(TAGS.id) is Outcome.PURGED
     assert report(runtime, receipt).state is State.DONE
 

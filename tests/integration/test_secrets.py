@@ -50,10 +50,11 @@ def test_transport_errors_do_not_carry_the_token_out(error):
 def test_no_log_status_or_dead_letter_of_a_failing_flush_holds_the_token(settings, redis_client, sandbox, caplog, capsys):
     caplog.set_level(logging.DEBUG)
     bad = settings.model_copy(update={"cloudflare_api_token": SecretStr(TOKEN), "max_attempts": 1})
-    for transport in (ExplodingTransport(httpx.ConnectError), None):  # None: the sandbox answers 401
+    for n, transport in enumerate((ExplodingTransport(httpx.ConnectError), None)):  # None: a 401
         runtime = Runtime(bad, redis_client=redis_client, transport=transport, send=RecordingSender())
         Producer(runtime).enqueue({"zone": ZONE, "tags": [f"t-{time.time_ns()}"]})
-        Flusher(runtime, clock=lambda: time.time() + 3600).flush(f"{ZONE}:@production:tags:purge")
+        later = 3600 + n * 600  # past the debounce, and past the first failure's backoff
+        Flusher(runtime, clock=lambda: time.time() + later).flush(f"{ZONE}:@production:tags:purge")
     records = json.dumps([json.loads(d.to_json()) for d in runtime.store.dead_letters()])
     assert records != "[]"  # the ConnectError one gave up after its one attempt
     from zonepurge.status import collect, render_table

@@ -6,7 +6,7 @@ from tests.conftest import OTHER_ZONE, ZONE
 from zonepurge import keys
 from zonepurge.items import Kind, Mode
 from zonepurge.lanes import PRODUCTION_TARGET, EnvTarget, Lane
-from zonepurge.store import DeadLetter, Store
+from zonepurge.store import DeadLetter, StageLostError, Store
 
 STAGING = EnvTarget(ref="stg-ref")
 DEV = EnvTarget(ref="dev-ref")
@@ -196,11 +196,12 @@ def test_a_staged_file_joins_its_lane_as_one_request_of_it_would(store, redis_cl
             result = store.enqueue(target, file, receipt_id="r3")
         else:
             monkeypatch.setattr(store_module, "STAGE_COMMIT_LIMIT", 10**6 if way == "one step" else 0)
-            store.stage("r3", file[:3], ttl_s=60)
-            store.stage("r3", file[3:], ttl_s=60)
+            staged = store.stage("r3", file[:3], ttl_s=60) + store.stage("r3", file[3:], ttl_s=60)
+            assert staged == 4  # distinct members
             assert store.snapshot().lanes and _state(store, "r0")["hard"] == {"a", "b"}, "staged out of sight"
             slices = []
-            result = store.commit_stage(target, "r3", 60, slice_size=2, on_slice=lambda d, n: slices.append(d))
+            result = store.commit_stage(target, "r3", staged, 60, slice_size=2,
+                                        on_slice=lambda d, n: slices.append(d))
             assert slices == ([4] if way == "one step" else [2, 4])
         outcomes.append((result.added, result.pending, _state(store, "r3")))
     assert outcomes[0] == outcomes[1] == outcomes[2]
@@ -223,3 +224,42 @@ def test_a_discarded_stage_leaves_nothing(store):
     store.stage("r9", ["x", "y"], ttl_s=60)
     store.discard_stage("r9")
     assert store.redis.keys("zp:*") == []
+
+
+@pytest.mark.parametrize("limit", [10**6, 0], ids=["one step", "slices"])
+def test_an_item_enqueued_after_a_purge_everything_was_sent_outlives_it_whatever_a_file_staged(
+        store, monkeypatch, limit):
+    import zonepurge.store as store_module
+
+    monkeypatch.setattr(store_module, "STAGE_COMMIT_LIMIT", limit)
+    everything = lane(kind=Kind.EVERYTHING)
+    t0 = store.server_ms()
+    store.stage("file", ["m"], ttl_s=60)  # a file staged m, at about t0...
+    store.enqueue(everything, ["*"], at_ms=t0 + 1000)
+    taken = store.take(everything, cap=1, debounce_s=0, lease_s=60, at_ms=t0 + 2000)  # ...everything goes out...
+    store.enqueue(lane(), ["m"], at_ms=t0 + 3000)  # ...m changes again, and is enqueued
+    store.commit_stage(lane(), "file", 1, 60, slice_size=10)
+    store.settle(taken.batch)
+    assert store.drop_covered(everything, taken.batch.taken_ms) == 0
+    assert store.redis.zscore(keys.pending(lane().id), "m") == t0 + 3000  # kept, with its own time
+
+
+def test_a_stage_found_short_at_commit_enqueues_nothing(store):
+    staged = store.stage("file", ["a", "b", "c"], ttl_s=60)
+    store.redis.zrem(keys.stage("file"), "a", "b")  # as if the stage had expired and begun again
+    with pytest.raises(StageLostError, match="2 of the 3 items staged were gone"):
+        store.commit_stage(lane(), "file", staged, 60, slice_size=10)
+    assert store.redis.keys("zp:*") == []
+
+
+def test_a_purged_everything_drops_a_big_backlog_a_slice_at_a_time(store, monkeypatch):
+    import zonepurge.store as store_module
+
+    monkeypatch.setattr(store_module, "DROP_COVERED_SLICE", 3)
+    store.enqueue(lane(env=STAGING), [f"s{i}" for i in range(5)], at_ms=1000, receipt_id="rs")
+    store.enqueue(lane(env=DEV, kind=Kind.TAGS), [f"t{i}" for i in range(4)], at_ms=1000)
+    store.enqueue(lane(env=DEV, kind=Kind.TAGS), ["later"], at_ms=5000)
+    store.save_receipt("rs", {"items": 5}, 60)
+    assert store.drop_covered(lane(kind=Kind.EVERYTHING), sent_at_ms=2000) == 9
+    assert pending(store, lane(env=STAGING)) == 0 and pending(store, lane(env=DEV, kind=Kind.TAGS)) == 1
+    assert store.receipt("rs")["purged"] == 5 and "completed_at" in store.receipt("rs")
