@@ -427,7 +427,7 @@ def main(argv: list[str] | None = None) -> int:
 NOTES = """
 ## How to read it
 
-- Figures move between runs on a shared virtual machine: six full runs here on 2026-12-03 gave
+- Figures move between runs on a shared virtual machine: seven full runs here on 2026-12-03 gave
   the CLI 151,000 to 324,000 URLs/s and one worker 53,000 to 118,000 URLs/s, while the drains
   stayed between 0.3% and 1.5% over their minimum (one run's drains met 5 and 1 × 429, the
   others none). Compare the figures of one run with each other; the header says how much CPU
