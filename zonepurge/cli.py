@@ -609,6 +609,9 @@ def up(concurrency: int, ingest_host: str, ingest_port: int) -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_sigterm)
+    # SIGINT too, explicitly: started in the background by a shell, `up` inherits it ignored,
+    # and `kill -INT` would then stop nothing.
+    signal.signal(signal.SIGINT, on_sigterm)
     status = 0
     try:
         if not os.environ.get("REDIS_URL"):
